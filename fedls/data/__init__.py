@@ -1,0 +1,34 @@
+"""Datasets by name. ``load_dataset("digits")`` works offline; see :data:`DATASETS` for the rest."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from fedls.data import cifar, digits, faces, idx  # noqa: F401  (registration)
+from fedls.data.base import ArrayDataset, DatasetSplits, dataset_targets, to_unit_range
+from fedls.data.partition import PARTITIONERS, partition
+from fedls.data.registry import DATASETS, DataOptions
+
+
+def load_dataset(name: str, options: DataOptions | None = None) -> DatasetSplits:
+    return DATASETS.get(name)(options or DataOptions())
+
+
+@lru_cache(maxsize=4)
+def load_dataset_cached(name: str, options: DataOptions) -> DatasetSplits:
+    """Per-process cache: each Flower client process loads a dataset once, not once per round."""
+    return load_dataset(name, options)
+
+
+__all__ = [
+    "ArrayDataset",
+    "DATASETS",
+    "DataOptions",
+    "DatasetSplits",
+    "PARTITIONERS",
+    "dataset_targets",
+    "load_dataset",
+    "load_dataset_cached",
+    "partition",
+    "to_unit_range",
+]

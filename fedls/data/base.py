@@ -1,0 +1,101 @@
+"""What every dataset provides: private train/test splits and the server's public data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+PublicKind = Literal["samples", "classes"]
+
+
+class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Images held in memory as a float tensor in [-1, 1] (μ = σ = 0.5, seed 001 Appx. B.3)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError("images and labels differ in length")
+        self.images = images
+        self.labels = labels.long()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if image.dtype == torch.uint8:  # large datasets stay compact in memory
+            image = image.float() / 127.5 - 1.0
+        return image, int(self.labels[index])
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.labels.numpy()
+
+    def subset(self, indices: np.ndarray | list[int]) -> ArrayDataset:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return ArrayDataset(self.images[idx], self.labels[idx])
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset as fedls uses it.
+
+    ``train`` is the clients' private training data (partitioned among them), ``test`` the
+    held-out private test split for utility. ``public`` is the curious server's auxiliary
+    data for the generative prior: either disjoint *samples* of the same classes (labels are
+    never handed to an attack) or disjoint *classes*/identities, as ``public_kind`` says.
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    train: Dataset
+    test: Dataset
+    public: Dataset
+    public_kind: PublicKind
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def train_targets(self) -> np.ndarray:
+        return dataset_targets(self.train)
+
+    def describe(self) -> str:
+        c, h, w = self.image_shape
+        return (
+            f"{self.name}: {len(self.train)} private train / {len(self.test)} test / "
+            f"{len(self.public)} public ({self.public_kind}-disjoint), {self.num_classes} classes, {c}x{h}x{w}"
+        )
+
+
+def dataset_targets(dataset: Dataset) -> np.ndarray:
+    """Labels of a dataset as an integer array, without loading images where possible."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return np.asarray(targets, dtype=np.int64)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)  # type: ignore[arg-type]
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """Map images in [-1, 1] to [0, 1] for display and image metrics."""
+    return (images.clamp(-1, 1) + 1) / 2
+
+
+def split_indices(
+    n: int, fractions: tuple[float, ...], seed: int
+) -> list[np.ndarray]:
+    """Shuffle ``range(n)`` with ``seed`` and cut it into consecutive parts of the given fractions.
+
+    The last part takes the remainder so that the parts cover every index exactly once.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    parts: list[np.ndarray] = []
+    start = 0
+    for frac in fractions[:-1]:
+        stop = start + int(round(frac * n))
+        parts.append(np.sort(order[start:stop]))
+        start = stop
+    parts.append(np.sort(order[start:]))
+    return parts

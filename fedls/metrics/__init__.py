@@ -1,0 +1,1 @@
+"""Utility and leakage metrics."""

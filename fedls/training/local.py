@@ -1,0 +1,74 @@
+"""One client's local training: the loop every defense hooks into."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fedls.defenses.base import Defense, TrainingContext
+from fedls.models.base import Classifier
+from fedls.smoothing import label_smoothing_loss
+
+
+@dataclass
+class LocalTrainingResult:
+    loss: float
+    steps: int
+    num_samples: int
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+def make_optimizer(name: str, params: object, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)  # type: ignore[arg-type]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)  # type: ignore[arg-type]
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def train_local(
+    model: Classifier,
+    dataset: Dataset,
+    alpha: float,
+    ctx: TrainingContext,
+    defense: Defense,
+    generator: torch.Generator,
+    optimizer_name: str = "sgd",
+) -> LocalTrainingResult:
+    """Train ``model`` in place for ``ctx.local_epochs`` epochs on ``dataset``.
+
+    The objective is the label-smoothing loss with the round's α (seed 001, Eq. 3) plus
+    whatever the defense adds. A fresh optimizer each round (plain FedAvg clients keep no
+    optimizer state between rounds).
+    """
+    model.to(ctx.device).train()
+    loader = DataLoader(dataset, batch_size=ctx.batch_size, shuffle=True, generator=generator, drop_last=False)
+    optimizer = make_optimizer(optimizer_name, model.parameters(), ctx.lr)
+    trained, optimizer, loader = defense.wrap_training(model, optimizer, loader, ctx)
+    total, steps, seen = 0.0, 0, 0
+    sums: dict[str, float] = {}
+    for _ in range(ctx.local_epochs):
+        for images, labels in loader:
+            if len(labels) == 0:  # Opacus' Poisson sampling can draw an empty batch
+                continue
+            images, labels = images.to(ctx.device), labels.to(ctx.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss, extras = defense.loss(
+                trained, images, labels, lambda logits: label_smoothing_loss(logits, labels, alpha)  # type: ignore[arg-type]
+            )
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"training loss became {value} in round {ctx.server_round}; lower --lr")
+            total += value * len(labels)
+            seen += len(labels)
+            steps += 1
+            for key, v in extras.items():
+                sums[key] = sums.get(key, 0.0) + v
+    diagnostics = {key: v / max(steps, 1) for key, v in sums.items()}
+    diagnostics.update(defense.finish_training(trained, ctx))
+    return LocalTrainingResult(loss=total / max(seen, 1), steps=steps, num_samples=len(dataset), diagnostics=diagnostics)
