@@ -1,0 +1,26 @@
+"""The curious server's attacks, plugged into the simulation as round observers.
+
+Each attack family registers a factory under the name of its :class:`~fedls.config.RunConfig`
+section (``gradient_attack``, ``model_attack``); a non-empty section switches it on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from fedls.config import RunConfig
+from fedls.data import DatasetSplits
+from fedls.registry import Registry
+from strategies.observers import RoundObserver
+
+ObserverBuilder = Callable[[dict[str, Any], RunConfig, DatasetSplits, torch.device], RoundObserver]
+OBSERVERS: Registry[ObserverBuilder] = Registry("attack section")
+
+
+def build_observers(config: RunConfig, splits: DatasetSplits, device: torch.device) -> list[RoundObserver]:
+    """Observers for every attack section the config switches on (in a fixed order)."""
+    sections = {"gradient_attack": config.gradient_attack, "model_attack": config.model_attack}
+    return [OBSERVERS.get(name)(options, config, splits, device) for name, options in sections.items() if options]

@@ -1,0 +1,113 @@
+"""The Flower ClientApp: one simulated client trains the global model on its shard."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch.utils.data import Subset
+
+from fedls.config import RunConfig
+from fedls.data import DataOptions, DatasetSplits, load_dataset_cached, partition
+from fedls.defenses import TrainingContext, build_defense
+from fedls.models import Classifier, build_model
+from fedls.training.local import train_local
+from fedls.training.probe import probe_gradient
+from fedls.training.seeding import derive_seed, seed_everything
+from strategies.curious_fedavg import GRADIENT_KEY, TRUTH_EXTRA_KEY, TRUTH_KEY
+
+log = logging.getLogger(__name__)
+STATE_KEY = "fedls-client-state"
+
+
+def data_options(config: RunConfig) -> DataOptions:
+    return DataOptions(
+        data_dir=Path(config.data_dir) if config.data_dir else None,
+        seed=config.seed,
+        image_size=config.image_size,
+        num_classes=config.num_classes,
+    )
+
+
+@lru_cache(maxsize=4)
+def client_shards(config_toml: str) -> tuple[DatasetSplits, list[np.ndarray]]:
+    """Dataset and partition, computed once per process (Ray actors serve many clients)."""
+    config = RunConfig.from_dict(__import__("tomllib").loads(config_toml))
+    splits = load_dataset_cached(config.dataset, data_options(config))
+    shards = partition(splits.train_targets, config.clients, config.partition, config.seed, config.dirichlet_beta)
+    return splits, shards
+
+
+def build_global_model(config: RunConfig, splits: DatasetSplits) -> Classifier:
+    """The architecture every participant agrees on (defense changes included)."""
+    defense = build_defense(config.defense, config.defense_options)
+    model = build_model(config.model, splits.image_shape, splits.num_classes, Path(config.weights) if config.weights else None)
+    return defense.prepare_model(model)
+
+
+def _load_state(context: Context) -> dict:
+    if STATE_KEY in context.state:
+        return json.loads(str(context.state[STATE_KEY]["json"]))
+    return {}
+
+
+def _save_state(context: Context, state: dict) -> None:
+    context.state[STATE_KEY] = ConfigRecord({"json": json.dumps(state)})
+
+
+def train_client(msg: Message, context: Context) -> Message:
+    """Local training of one round; optionally also the FedSGD probe the server asked for."""
+    cfg = msg.content["config"]
+    config_toml = str(cfg["run-config"])
+    config = RunConfig.from_dict(__import__("tomllib").loads(config_toml))
+    partition_id = int(context.node_config["partition-id"])
+    server_round = int(cfg["server-round"])
+    alpha = float(cfg["alpha"])
+    device = torch.device(str(cfg["device"]))
+    torch.set_num_threads(max(1, int(float(cfg.get("threads", 1)))))
+
+    splits, shards = client_shards(config_toml)
+    shard = Subset(splits.train, shards[partition_id].tolist())
+    generator = seed_everything(derive_seed(config.seed, server_round, partition_id))
+    model = build_global_model(config, splits)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    reply = RecordDict()
+
+    if str(cfg.get("probe", "off")) == "fedsgd":
+        probe = probe_gradient(model, shard, alpha, int(cfg.get("probe-batch", 1)), generator, device)
+        reply[GRADIENT_KEY] = ArrayRecord({k: v for k, v in probe.gradient.items()})
+        reply[TRUTH_KEY] = ArrayRecord(
+            {"images": probe.images.numpy(), "targets": probe.targets.numpy(), "labels": probe.labels.numpy()}
+        )
+        reply[TRUTH_EXTRA_KEY] = ConfigRecord({k: float(v) for k, v in probe.extra.items()})
+
+    defense = build_defense(config.defense, config.defense_options)
+    ctx = TrainingContext(
+        server_round=server_round,
+        client_id=partition_id,
+        num_samples=len(shard),
+        batch_size=config.batch_size,
+        local_epochs=config.local_epochs,
+        lr=config.lr,
+        device=device,
+        state=_load_state(context),
+    )
+    result = train_local(model, shard, alpha, ctx, defense, generator, config.optimizer)
+    _save_state(context, ctx.state)
+    trained = defense.unwrap_model(model)
+    reply["arrays"] = ArrayRecord(trained.state_dict())
+    metrics = {"train_loss": result.loss, "local_steps": float(result.steps), **result.diagnostics}
+    reply["metrics"] = MetricRecord({"num-examples": result.num_samples, **{k: float(v) for k, v in metrics.items()}})
+    return Message(content=reply, reply_to=msg)
+
+
+def make_client_app() -> ClientApp:
+    app = ClientApp()
+    app.train()(train_client)
+    return app

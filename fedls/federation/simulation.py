@@ -1,0 +1,123 @@
+"""Run one federated experiment through Flower's simulation runtime (Ray backend)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fedls.config import RunConfig
+from fedls.errors import FedlsError
+from fedls.federation.client import make_client_app
+from fedls.federation.resources import Resources, resolve_resources
+from fedls.federation.run_dir import RunDirectory
+from fedls.federation.server import CuriousServer, ObserverFactory, RoundCallback, make_server_app
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SimulationResult:
+    run: RunDirectory
+    summary: dict[str, Any]
+
+
+class SimulationFailed(FedlsError):
+    """The Flower/Ray backend or a server-side step failed."""
+
+
+def quiet_flower(verbose: bool) -> None:
+    """Flower logs every message at INFO; keep the terminal for fedls' own progress."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.getLogger("flwr").setLevel(level)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+def summarise(config: RunConfig, server: CuriousServer, status: str, seconds: float, resources: Resources) -> dict[str, Any]:
+    records = server.outcome.records
+    final = records[-1] if records else {}
+    initial = records[0] if records else {}
+    return {
+        "status": status,
+        "name": server.run.path.name,
+        "rounds_completed": server.outcome.rounds_done,
+        "rounds_planned": config.rounds,
+        "seconds": round(seconds, 2),
+        "device": resources.device,
+        "parallel_clients": resources.parallel_clients,
+        "initial": {k: v for k, v in initial.items() if k.startswith("global/")},
+        "final": final,
+        "best_accuracy": max((r.get("global/accuracy", 0.0) for r in records), default=None),
+        "missing_clients": {str(k): v for k, v in server.outcome.missing_clients.items() if v},
+    }
+
+
+def simulate(
+    config: RunConfig,
+    observer_factory: ObserverFactory | None = None,
+    on_round: RoundCallback | None = None,
+    verbose: bool = False,
+) -> SimulationResult:
+    """Validate, create the run directory, run all rounds and write the summary.
+
+    A KeyboardInterrupt keeps every finished round and marks the run ``interrupted``;
+    any backend failure marks it ``failed`` and raises :class:`SimulationFailed`.
+    """
+    from flwr.simulation import run_simulation
+
+    config.validate()
+    resources = resolve_resources(config.device, config.clients, config.client_cpus, config.client_gpus)
+    run = RunDirectory.create(config)
+    server = CuriousServer(config, run, resources, observer_factory, on_round)
+    quiet_flower(verbose)
+    ray_tmp = tempfile.mkdtemp(prefix="fedls-ray-")  # short path: Ray's socket paths are length-limited
+    previous_tmp = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = ray_tmp
+    started = time.perf_counter()
+    status = "failed"
+    try:
+        run_simulation(
+            server_app=make_server_app(server),
+            client_app=make_client_app(),
+            num_supernodes=config.clients,
+            backend_config=resources.backend_config(),  # type: ignore[arg-type]
+            verbose_logging=verbose,
+        )
+        if server.outcome.final_state is None:
+            raise SimulationFailed("the simulation ended before the server finished; rerun with --verbose to see Flower's log")
+        if server.outcome.rounds_done < config.rounds:
+            raise SimulationFailed(f"only {server.outcome.rounds_done} of {config.rounds} rounds finished; rerun with --verbose")
+        run.save_model(server.outcome.final_state)
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except FedlsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything from Ray/Flower/the server thread
+        raise SimulationFailed(f"simulation failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        summary = summarise(config, server, status, time.perf_counter() - started, resources)
+        run.write_summary(summary)
+        _shutdown_ray()
+        if previous_tmp is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = previous_tmp
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    return SimulationResult(run, summary)
+
+
+def _shutdown_ray() -> None:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except Exception:  # noqa: BLE001 - best effort at exit
+        log.debug("ray shutdown failed", exc_info=True)
