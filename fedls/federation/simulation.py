@@ -20,6 +20,32 @@ from fedls.federation.server import CuriousServer, ObserverFactory, RoundCallbac
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """A config checked against the machine and the data, before anything is written."""
+
+    config: RunConfig
+    resources: Resources
+
+
+def prepare(config: RunConfig) -> PreparedRun:
+    """Validate the config, the resources, the dataset and the model; write nothing.
+
+    Loading the dataset here (cached per process, so the server reuses it) turns a missing
+    folder into an error before a run directory exists or Ray starts.
+    """
+    from fedls.data import load_dataset_cached
+    from fedls.federation.client import build_global_model, data_options
+
+    config.validate()
+    resources = resolve_resources(config.device, config.clients, config.client_cpus, config.client_gpus)
+    splits = load_dataset_cached(config.dataset, data_options(config))
+    if config.clients > len(splits.train):
+        raise FedlsError(f"{config.clients} clients but only {len(splits.train)} training samples; use fewer clients")
+    build_global_model(config, splits)
+    return PreparedRun(config, resources)
+
+
 @dataclass
 class SimulationResult:
     run: RunDirectory
@@ -32,7 +58,7 @@ class SimulationFailed(FedlsError):
 
 def quiet_flower(verbose: bool) -> None:
     """Flower logs every message at INFO; keep the terminal for fedls' own progress."""
-    level = logging.INFO if verbose else logging.WARNING
+    level = logging.INFO if verbose else logging.ERROR
     logging.getLogger("flwr").setLevel(level)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -58,7 +84,7 @@ def summarise(config: RunConfig, server: CuriousServer, status: str, seconds: fl
 
 
 def simulate(
-    config: RunConfig,
+    config: RunConfig | PreparedRun,
     observer_factory: ObserverFactory | None = None,
     on_round: RoundCallback | None = None,
     verbose: bool = False,
@@ -70,8 +96,8 @@ def simulate(
     """
     from flwr.simulation import run_simulation
 
-    config.validate()
-    resources = resolve_resources(config.device, config.clients, config.client_cpus, config.client_gpus)
+    prepared = config if isinstance(config, PreparedRun) else prepare(config)
+    config, resources = prepared.config, prepared.resources
     run = RunDirectory.create(config)
     server = CuriousServer(config, run, resources, observer_factory, on_round)
     quiet_flower(verbose)

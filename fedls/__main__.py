@@ -1,0 +1,3 @@
+from fedls.cli import main
+
+main()

@@ -1,0 +1,13 @@
+"""The `fedls` command line. Each module below adds its commands to :data:`fedls.cli.app.app`."""
+
+from __future__ import annotations
+
+from fedls.cli import simulate  # noqa: F401  (registers commands)
+from fedls.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]
