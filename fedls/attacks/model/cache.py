@@ -1,0 +1,72 @@
+"""On-disk cache for server-side models (generative prior, evaluation model).
+
+Key = what determines the trained weights: kind, dataset name, a fingerprint of the data
+split, resolution, seed and the config hash. Files are plain ``state_dict`` archives read
+back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from fedls.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FEDLS_CACHE", Path.home() / ".cache" / "fedls"))
+
+
+def dataset_fingerprint(dataset: Dataset, with_labels: bool) -> str:
+    """Hash of a split's images (and labels if asked), so a changed split never reuses a cache."""
+    digest = hashlib.sha256()
+    images = getattr(dataset, "images", None)
+    if isinstance(images, torch.Tensor):
+        digest.update(str(tuple(images.shape)).encode())
+        digest.update(images.contiguous().cpu().numpy().tobytes())
+        if with_labels:
+            digest.update(dataset.labels.cpu().numpy().tobytes())  # type: ignore[attr-defined]
+    else:  # generic datasets: hash every sample (slower, but correct)
+        for i in range(len(dataset)):  # type: ignore[arg-type]
+            x, y = dataset[i]
+            digest.update(torch.as_tensor(x).cpu().numpy().tobytes())
+            if with_labels:
+                digest.update(str(int(y)).encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_path(root: Path | str | None, kind: str, key: dict[str, Any]) -> Path:
+    text = json.dumps(key, sort_keys=True, default=str)
+    name = f"{key.get('dataset', 'data')}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.pt"
+    return (Path(root) if root is not None else default_cache_dir()) / kind / name
+
+
+def save_cached(path: Path, states: dict[str, dict[str, torch.Tensor]], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({name: {k: v.detach().cpu() for k, v in s.items()} for name, s in states.items()}, tmp)
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+
+def load_cached(path: Path) -> dict[str, dict[str, torch.Tensor]] | None:
+    """The cached state dicts, or None when not cached. A corrupt file is a CheckpointError."""
+    if not path.is_file():
+        return None
+    try:
+        states = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(states, dict):
+            raise TypeError("not a dict")
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(f"cached weights {path} are unreadable ({type(exc).__name__}); delete the file to retrain") from None
+    log.info("loaded cached %s", path)
+    return states
