@@ -12,6 +12,8 @@ DefenseFactory = Callable[[dict[str, Any]], Defense]
 DEFENSES: Registry[DefenseFactory] = Registry("defense")
 DEFENSES.register("none")(lambda options: Defense())
 
+from fedls.defenses import bido, dp, mid  # noqa: E402,F401  (register the defenses)
+
 
 def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:
     return DEFENSES.get(name)(dict(options or {}))
