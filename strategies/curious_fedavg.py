@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 GRADIENT_KEY = "gradient"  # reply record with a FedSGD probe gradient
 TRUTH_KEY = "ground-truth"  # reply record with the probe's true data (simulation only)
 TRUTH_EXTRA_KEY = "ground-truth-extra"  # ConfigRecord with scalars of the truth (alpha, mixup coefficient)
+PARTITION_KEY = "partition-id"  # reported by simulated clients; not averaged
 ProbeSelector = Callable[[int, list[int]], dict[int, dict[str, Any]]]
 
 
@@ -37,12 +38,17 @@ def aggregate_client_metrics(contents: list[RecordDict], weight_key: str) -> Met
         metrics = content["metrics"]
         weight = float(metrics[weight_key])
         for key, value in metrics.items():
-            if key != weight_key and isinstance(value, (int, float)):
+            if key not in (weight_key, PARTITION_KEY) and isinstance(value, (int, float)):
                 sums[key] = sums.get(key, 0.0) + float(value) * weight
     record = MetricRecord({key: value / max(total, 1.0) for key, value in sums.items()})
     record["num-examples"] = int(total)
     record["num-clients"] = len(contents)
     return record
+
+
+def _client_order(message: Message) -> tuple[float, int]:
+    metrics = message.content["metrics"]
+    return float(metrics.get(PARTITION_KEY, -1)), message.metadata.src_node_id
 
 
 def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -117,7 +123,9 @@ class CuriousFedAvg(FedAvg):
         self.missing_clients[server_round] = [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in failed]
         for reason in self.missing_clients[server_round]:
             log.warning("round %d: client missing (%s)", server_round, reason)
-        valid = [m for m in replies if not m.has_error()]
+        # Replies arrive in completion order; averaging them in a fixed (client) order makes the
+        # floating-point sums, and so the whole run, reproducible.
+        valid = sorted((m for m in replies if not m.has_error()), key=_client_order)
         if self.on_updates is not None and valid:
             self._observe(server_round, valid)
         # The probe and ground-truth records are not part of the FedAvg payload.

@@ -20,7 +20,7 @@ from fedls.models import Classifier, build_model
 from fedls.training.local import train_local
 from fedls.training.probe import probe_gradient
 from fedls.training.seeding import derive_seed, seed_everything
-from strategies.curious_fedavg import GRADIENT_KEY, TRUTH_EXTRA_KEY, TRUTH_KEY
+from strategies.curious_fedavg import GRADIENT_KEY, PARTITION_KEY, TRUTH_EXTRA_KEY, TRUTH_KEY
 
 log = logging.getLogger(__name__)
 STATE_KEY = "fedls-client-state"
@@ -103,7 +103,9 @@ def train_client(msg: Message, context: Context) -> Message:
     trained = defense.unwrap_model(model)
     reply["arrays"] = ArrayRecord(trained.state_dict())
     metrics = {"train_loss": result.loss, "local_steps": float(result.steps), **result.diagnostics}
-    reply["metrics"] = MetricRecord({"num-examples": result.num_samples, **{k: float(v) for k, v in metrics.items()}})
+    reply["metrics"] = MetricRecord(
+        {"num-examples": result.num_samples, PARTITION_KEY: partition_id, **{k: float(v) for k, v in metrics.items()}}
+    )
     return Message(content=reply, reply_to=msg)
 
 

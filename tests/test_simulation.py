@@ -1,0 +1,78 @@
+"""End to end through the real Flower/Ray path on the bundled digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fedls.config import RunConfig
+from fedls.federation.run_dir import RunDirectory
+from fedls.federation.simulation import SimulationResult, simulate
+from fedls.models import build_model
+
+ROUNDS = 3
+
+
+def tiny_config(run_dir: Path, name: str) -> RunConfig:
+    return RunConfig(
+        clients=3, rounds=ROUNDS, local_epochs=1, alpha=-0.05, warmup_rounds=1, ramp_rounds=1,
+        run_dir=str(run_dir), name=name, seed=7,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult, SimulationResult]:
+    root = tmp_path_factory.mktemp("runs")
+    return simulate(tiny_config(root, "a")), simulate(tiny_config(root, "b"))
+
+
+def test_run_completes_and_learns(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
+    result = two_runs[0]
+    records = result.run.metrics()
+    assert [r["round"] for r in records] == list(range(ROUNDS + 1))  # round 0 is the initial model
+    assert records[-1]["global/accuracy"] > records[0]["global/accuracy"] + 0.2
+    assert result.summary["status"] == "complete" and result.run.is_complete()
+    # the α in force follows the warm-up: round 1 unsmoothed, then -0.05
+    assert [r.get("train/alpha") for r in records[1:]] == [0.0, -0.05, -0.05]
+    assert records[-1]["clients/num-clients"] == 3 and records[-1]["clients/missing"] == 0
+
+
+def test_run_directory_is_complete(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
+    path = two_runs[0].run.path
+    for name in ("config.toml", "metrics.jsonl", "summary.json", "model.pt"):
+        assert (path / name).is_file(), name
+    config = RunDirectory.open(path).config()
+    assert config.alpha == -0.05 and config.clients == 3
+    state = torch.load(path / "model.pt", weights_only=True)
+    model = build_model(config.model, (1, 8, 8), 10)
+    model.load_state_dict(state)
+
+
+def test_tensorboard_has_the_expected_tags(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
+    events = EventAccumulator(str(two_runs[0].run.path))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {"global/accuracy", "global/loss", "global/ece", "global/mean_confidence", "global/mean_logit_norm",
+                "train/alpha", "clients/train_loss", "clients/num-examples", "clients/missing"}
+    assert expected <= tags
+    assert [e.step for e in events.Scalars("global/accuracy")] == list(range(ROUNDS + 1))
+
+
+def test_same_config_and_seed_give_identical_metrics(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
+    def strip(records: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+    assert strip(two_runs[0].run.metrics()) == strip(two_runs[1].run.metrics())
+
+
+def test_existing_run_name_is_refused(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
+    from fedls.errors import ConfigError
+
+    existing = two_runs[0].run.path
+    before = (existing / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="already exists"):
+        simulate(tiny_config(existing.parent, existing.name))
+    assert (existing / "metrics.jsonl").read_text() == before
