@@ -59,7 +59,9 @@ def attack_update(
         return None
     model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in view.global_weights.items()})
     head = head_gradient(view.global_weights, gradient, head_parameter_names(model))
-    recovery = recover_soft_label(head.weight_grad, head.weight, head.bias_grad, head.bias, options.augmentation)
+    recovery = recover_soft_label(
+        head.weight_grad, head.weight, head.bias_grad, head.bias, options.augmentation, options.nonnegative_features  # type: ignore[arg-type]
+    )
     soft = hard = None
     if options.recon_steps > 0 and options.probe_batch == 1:
         soft, hard = reconstruct_both(model, gradient, recovery, image_shape, options)

@@ -18,7 +18,9 @@ class GradientAttackOptions:
     mixup coefficient, 0 = off (then the attack assumes label smoothing). ``recon_steps``: Adam
     steps of image reconstruction, 0 = off. ``tv_weight`` / ``feature_weight`` / ``recon_lr``:
     reconstruction loss weights and step size. ``every``: attack every n-th round.
-    ``grid``: how many attacked clients' images go into the logged grid."""
+    ``grid``: how many attacked clients' images go into the logged grid.
+    ``nonnegative_features``: attacker assumption that the head input is post-ReLU (true for
+    fedls' CNN and MLP); used only to break ties between λ roots of a bias-free head."""
 
     probe: str = "fedsgd"
     clients: int = 1
@@ -31,6 +33,7 @@ class GradientAttackOptions:
     every: int = 1
     grid: int = 4
     seed: int = 0
+    nonnegative_features: bool = True
 
     @property
     def augmentation(self) -> str:
@@ -50,6 +53,11 @@ class GradientAttackOptions:
                     f"unknown gradient_attack option {raw_key!r}; known options: {', '.join(sorted(known))}"
                 )
             default = known[key].default
+            if isinstance(default, bool):
+                if not isinstance(value, bool) and str(value).lower() not in ("true", "false", "1", "0"):
+                    raise ConfigError(f"gradient_attack option {raw_key!r} must be true or false (got {value!r})")
+                kwargs[key] = value if isinstance(value, bool) else str(value).lower() in ("true", "1")
+                continue
             try:
                 kwargs[key] = type(default)(value) if not isinstance(default, str) else str(value)
             except (TypeError, ValueError):
