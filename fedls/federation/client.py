@@ -67,6 +67,12 @@ def train_client(msg: Message, context: Context) -> Message:
     config_toml = str(cfg["run-config"])
     config = RunConfig.from_dict(__import__("tomllib").loads(config_toml))
     partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config.get("num-partitions", config.clients))
+    if num_partitions != config.clients:
+        # Under `flwr run` the federation's supernode count is set outside the run config.
+        raise ValueError(
+            f"the federation has {num_partitions} supernodes but the run config says clients={config.clients}; make them equal"
+        )
     server_round = int(cfg["server-round"])
     alpha = float(cfg["alpha"])
     device = torch.device(str(cfg["device"]))

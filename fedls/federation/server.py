@@ -89,8 +89,13 @@ class CuriousServer:
             tracker.add({k: float(v) for k, v in record.items()}, prefix="clients/")
             return record
 
+        round_started = [time.perf_counter()]
+
         def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             started = time.perf_counter()
+            if server_round > 0:
+                # client training + transport + aggregation + attacks on updates of this round
+                tracker.add({"round_seconds": started - round_started[0]}, prefix="time/")
             model.load_state_dict(arrays.to_torch_state_dict())
             utility = evaluate(model, splits.test, self.device)
             tracker.add(utility, prefix="global/")
@@ -108,6 +113,7 @@ class CuriousServer:
             if self.on_round is not None:
                 self.on_round(server_round, record)
             tracker.start_round(server_round + 1)
+            round_started[0] = time.perf_counter()
             return MetricRecord({k: float(v) for k, v in utility.items()})
 
         strategy = CuriousFedAvg(
