@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch.utils.data import Subset
 
@@ -87,9 +87,9 @@ def train_client(msg: Message, context: Context) -> Message:
 
     if str(cfg.get("probe", "off")) == "fedsgd":
         probe = probe_gradient(model, shard, alpha, int(cfg.get("probe-batch", 1)), generator, device)
-        reply[GRADIENT_KEY] = ArrayRecord({k: v for k, v in probe.gradient.items()})
+        reply[GRADIENT_KEY] = ArrayRecord({k: Array(v) for k, v in probe.gradient.items()})
         reply[TRUTH_KEY] = ArrayRecord(
-            {"images": probe.images.numpy(), "targets": probe.targets.numpy(), "labels": probe.labels.numpy()}
+            {"images": Array(probe.images.numpy()), "targets": Array(probe.targets.numpy()), "labels": Array(probe.labels.numpy())}
         )
         reply[TRUTH_EXTRA_KEY] = ConfigRecord({k: float(v) for k, v in probe.extra.items()})
 
