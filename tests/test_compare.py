@@ -53,7 +53,10 @@ def test_compare_end_to_end_and_resume(tmp_path):
     for file in events_files:
         acc = EventAccumulator(str(file))
         acc.Reload()
-        plugins |= set(acc.PluginTagToContent("hparams"))
+        try:
+            plugins |= set(acc.PluginTagToContent("hparams"))
+        except KeyError:  # the writer's other event file holds only the metric scalars
+            pass
     assert "_hparams_/session_start_info" in plugins
 
     # a crash in the second setting: its directory is left "interrupted"
@@ -62,11 +65,9 @@ def test_compare_end_to_end_and_resume(tmp_path):
     second.write_summary({**summary, "status": "interrupted"})
     calls = []
 
-    from fedls.federation.simulation import simulate
-
-    def counting(config, **kwargs):
+    def counting(config, **kwargs):  # the rerun itself is simulated cheaply; resuming is what is tested
         calls.append(config.name)
-        return simulate(config, **kwargs)
+        return fake_simulate(set(), [])(config, **kwargs)
 
     again = run_comparison(experiment, simulate_fn=counting, observer_factory=lambda *a: [])
     assert calls == ["ls-neg"]  # only the missing setting ran
