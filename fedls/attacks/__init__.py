@@ -20,6 +20,17 @@ ObserverBuilder = Callable[[dict[str, Any], RunConfig, DatasetSplits, torch.devi
 OBSERVERS: Registry[ObserverBuilder] = Registry("attack section")
 
 
+def validate_attack_options(config: RunConfig) -> None:
+    """Parse every switched-on attack section now, so that a bad option fails before a run starts."""
+    from fedls.attacks.gradient.options import GradientAttackOptions
+    from fedls.attacks.model.config import ModelAttackOptions
+
+    if config.gradient_attack:
+        GradientAttackOptions.from_dict(config.gradient_attack)
+    if config.model_attack:
+        ModelAttackOptions.from_dict(config.model_attack)
+
+
 def build_observers(config: RunConfig, splits: DatasetSplits, device: torch.device) -> list[RoundObserver]:
     """Observers for every attack section the config switches on (in a fixed order)."""
     sections = {"gradient_attack": config.gradient_attack, "model_attack": config.model_attack}

@@ -58,6 +58,13 @@ def simulate(
     client_cpus: Annotated[Optional[float], Opt(help="CPU cores per client (Ray resources). [default: 1]")] = None,
     client_gpus: Annotated[Optional[float], Opt(help="GPUs per client; fractional values share a GPU. [default: shared evenly on CUDA, 0 on CPU]")] = None,
     round_timeout: Annotated[Optional[float], Opt(help="Seconds the server waits for a round's replies. [default: 600]")] = None,
+    probe: Annotated[Optional[str], Opt(help="Gradient inversion of client updates: fedsgd (clients send a B-sample gradient) or fedavg (server estimates it from the weight update). Off unless given.")] = None,
+    attack_clients: Annotated[Optional[int], Opt(help="Clients attacked per round by gradient inversion. [default: 1]")] = None,
+    probe_batch: Annotated[Optional[int], Opt(help="Samples in a FedSGD probe (1 = exact analytic recovery). [default: 1]")] = None,
+    mixup: Annotated[Optional[float], Opt(help="Probe clients train with mixup, coefficient ~ Beta(a, a); 0 = off. [default: 0]")] = None,
+    recon_steps: Annotated[Optional[int], Opt(help="Image-reconstruction steps per attacked client; 0 = labels/features only. [default: 100]")] = None,
+    mia_every: Annotated[Optional[int], Opt(help="Model inversion on the global model every k rounds (and at the last round). Off unless given.")] = None,
+    mia_samples: Annotated[Optional[int], Opt(help="Model inversion: attack images kept per target class.")] = None,
     run_dir: Annotated[Optional[str], Opt(help="Folder that holds run directories. [default: runs]")] = None,
     name: Annotated[Optional[str], Opt(help="Run directory name (must not exist). [default: <dataset>-a<α>-<defense>-s<seed>, numbered if taken]")] = None,
     config: Annotated[Optional[Path], Opt("--config", help="TOML file with any of these options (flags override it).")] = None,
@@ -78,6 +85,8 @@ def simulate(
             dirichlet_beta=dirichlet_beta, model=model, weights=weights, defense=defense,
             fraction_train=fraction_train, seed=seed, device=device, client_cpus=client_cpus,
             client_gpus=client_gpus, round_timeout=round_timeout, run_dir=run_dir, name=name,
+            gradient_attack=_drop_none(probe=probe, clients=attack_clients, probe_batch=probe_batch, mixup=mixup, recon_steps=recon_steps),
+            model_attack=_drop_none(every=mia_every, samples_per_class=mia_samples),
         ),
     )
     prepared = prepare(cfg)

@@ -37,7 +37,10 @@ def prepare(config: RunConfig) -> PreparedRun:
     from fedls.data import load_dataset_cached
     from fedls.federation.client import build_global_model, data_options
 
+    from fedls.attacks import validate_attack_options
+
     config.validate()
+    validate_attack_options(config)
     resources = resolve_resources(config.device, config.clients, config.client_cpus, config.client_gpus)
     splits = load_dataset_cached(config.dataset, data_options(config))
     if config.clients > len(splits.train):
