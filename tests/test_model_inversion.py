@@ -158,7 +158,7 @@ def test_attack_beats_chance_on_smoothed_digits(digits, target, prior, cache):
         result.images, result.targets, eval_model, arch, dataset_tensors(digits.train), dataset_tensors(digits.test),
         EvalConfig(surrogate_inits=2),
     )
-    # chance is 0.1; at least 5x chance (0.9 was seen with this budget)
+    # chance is 0.1; require at least 5x chance (0.84 = 8.4x was measured with this exact setup)
     assert metrics["acc1"] >= 0.5
     assert metrics["xi_train"] > 0.3 and metrics["delta_eval"] > 0
 
@@ -180,3 +180,18 @@ def test_attack_functions_take_no_ground_truth():
         assert params <= allowed, f"{fn.__name__} takes {params - allowed}"
     # "targets" in stage 2/3 are the attacked classes, chosen by the attacker
     assert set(inspect.signature(run_ppa).parameters) == {"target", "prior", "num_classes", "config", "device", "progress"}
+
+
+@pytest.mark.parametrize("loss", ["ce", "gmi"])
+def test_alternative_losses_run(digits, target, prior, loss):
+    cfg = PPAConfig(**{**FAST, "steps": 3, "classes": (2,), "loss": loss})
+    result = run_ppa(target, prior, 10, cfg)
+    assert result.targets.tolist() == [2] * 5 and len(result.loss_curve) == 3
+    assert all(math.isfinite(v) for v in result.loss_curve)
+
+
+def test_gmi_needs_a_discriminator(target, prior):
+    from fedls.attacks.model.prior import Prior
+
+    with pytest.raises(ConfigError, match="discriminator"):
+        run_ppa(target, Prior(prior.generator), 10, PPAConfig(**{**FAST, "steps": 1, "loss": "gmi"}))
