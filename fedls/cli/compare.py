@@ -34,6 +34,7 @@ def compare(
 ) -> None:
     """Compare defenses on the same data, partition, seed, rounds and attacks (seed 001, Table 1)."""
     from fedls.compare import load_experiment, quick_experiment, run_comparison
+    from fedls.compare.table import MISSING
 
     setup_logging(verbose)
     if (experiment is None) == (not setting) or (experiment is None and len(setting or []) < 2):
@@ -82,11 +83,15 @@ def compare(
         err_console.print("interrupted: finished settings are kept; rerun the same command to resume")
         os._exit(130)  # Flower's server thread may still wait on Ray; leave without joining it
 
+    # the terminal table leaves out metrics no setting measured; results.md/.csv keep every column
+    rows = [result.table.cells(row) for row in result.table.rows]
+    header = result.table.header()
+    keep = [i for i, label in enumerate(header) if i < 4 or any(r[i] != MISSING for r in rows)]
     table = Table(title=f"{plan.name}: changes against {result.table.baseline}")
-    for label in result.table.header():
-        table.add_column(label, justify="left" if label in ("Setting", "Defense", "Status") else "right")
-    for row in result.table.rows:
-        table.add_row(*result.table.cells(row))
+    for i in keep:
+        table.add_column(header[i], justify="left" if header[i] in ("Setting", "Defense", "Status") else "right")
+    for r in rows:
+        table.add_row(*(r[i] for i in keep))
     console.print(table)
     console.print(f"table: {result.markdown} and {result.csv}\nplot:  {result.plot}\nHParams: tensorboard --logdir {result.hparams}")
     if result.failed:
