@@ -195,3 +195,13 @@ def test_gmi_needs_a_discriminator(target, prior):
 
     with pytest.raises(ConfigError, match="discriminator"):
         run_ppa(target, Prior(prior.generator), 10, PPAConfig(**{**FAST, "steps": 1, "loss": "gmi"}))
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 8), (1, 28), (3, 32), (3, 64)])
+def test_dcgan_adapts_to_resolution(channels, size):
+    from fedls.attacks.model.prior import build_dcgan
+
+    gen, disc = build_dcgan(PriorConfig(latent_dim=16, width=32), (channels, size, size))
+    images = gen.eval()(torch.randn(3, 16))
+    assert images.shape == (3, channels, size, size) and images.abs().max() <= 1
+    assert disc(images).shape == (3,)
