@@ -1,0 +1,124 @@
+"""Write an analysis's numbers (JSON/CSV), pictures (PNG) and TensorBoard entries to a folder.
+
+Each ``write_*`` returns the summary rows the CLI shows as its final table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fedls.analysis.outputs import summary_stats, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+PATH_POINTS = 500  # paths.csv keeps at most this many points per path (first and last always)
+
+
+def _writer(out: Path):  # noqa: ANN202 - SummaryWriter is imported lazily (slow import)
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def write_toy_report(result: Any, out: Path, figure_seed: int | None = None) -> list[dict[str, Any]]:
+    """``toy.json`` (config + per-α mean/std), ``toy_runs.csv`` (per seed and α),
+    ``toy_paths.csv`` (attack paths, subsampled), ``toy.png`` (Fig. 1/8 panels for one
+    seed), ``toy_summary.png`` (all seeds) and TensorBoard scalars and figures."""
+    from fedls.analysis import toy_plot
+
+    config = result.models.config
+    rows = result.rows()
+    write_csv(out / "toy_runs.csv", rows)
+    path_rows = []
+    for variant, attack in (("stop", result.stopped), ("fixed", result.fixed)):
+        for i, (seed, alpha) in enumerate(result.models.pairs):
+            path = attack.paths[i]
+            stride = max(1, -(-len(path) // PATH_POINTS))
+            keep = list(range(0, len(path), stride))
+            if keep[-1] != len(path) - 1:
+                keep.append(len(path) - 1)
+            path_rows.extend({"variant": variant, "alpha": alpha, "seed": seed, "step": t, "x": float(path[t, 0]), "y": float(path[t, 1])} for t in keep)
+    write_csv(out / "toy_paths.csv", path_rows)
+
+    table = []
+    per_alpha: dict[str, Any] = {}
+    for alpha in config.alphas:
+        sub = [r for r in rows if r["alpha"] == alpha]
+        entry = {
+            "steps": summary_stats(r["steps"] for r in sub),
+            "distance": summary_stats(r["distance"] for r in sub),
+            "distance_reached_only": summary_stats(r["distance"] for r in sub if r["reached"]),
+            "reached": sum(bool(r["reached"]) for r in sub),
+            "fixed_steps_distance": summary_stats(r["fixed_steps_distance"] for r in sub),
+            "train_accuracy": summary_stats(r["train_accuracy"] for r in sub),
+        }
+        per_alpha[f"{alpha:g}"] = entry
+        table.append({
+            "alpha": f"{alpha:g}",
+            "steps to 95%": f"{entry['steps']['mean']:.0f} ± {entry['steps']['std']:.0f}",
+            "reached": f"{entry['reached']}/{len(sub)}",
+            "dist (reached)": f"{entry['distance_reached_only']['mean']:.2f} ± {entry['distance_reached_only']['std']:.2f}",
+            "dist (all)": f"{entry['distance']['mean']:.2f} ± {entry['distance']['std']:.2f}",
+            f"dist after {config.fixed_steps} steps": f"{entry['fixed_steps_distance']['mean']:.2f} ± {entry['fixed_steps_distance']['std']:.2f}",
+        })
+    geometry = {
+        "classes": {i: {"center": list(c), "std": config.std, "samples": config.samples_per_class} for i, c in enumerate(config.centers)},
+        "start_point": list(config.start_point),
+        "source_class": config.source_class,
+        "target_class": config.target_class,
+        "training": "full batch (all points every iteration)",
+    }
+    write_json(out / "toy.json", {"config": dataclasses.asdict(config), "geometry": geometry, "per_alpha": per_alpha})
+
+    seed = config.seeds[0] if figure_seed is None else figure_seed
+    toy_plot.save(toy_plot.toy_figure(result, seed), out / "toy.png")
+    toy_plot.save(toy_plot.summary_figure(result), out / "toy_summary.png")
+    writer = _writer(out)
+    for alpha in config.alphas:
+        entry = per_alpha[f"{alpha:g}"]
+        for key in ("steps", "distance", "fixed_steps_distance"):
+            writer.add_scalar(f"toy/{key}_mean/alpha={alpha:g}", entry[key]["mean"], 0)
+    writer.add_figure("toy/panels", toy_plot.toy_figure(result, seed), 0)
+    writer.add_figure("toy/summary", toy_plot.summary_figure(result), 0)
+    writer.close()
+    return table
+
+
+def write_embedding_report(analyses: Sequence[Any], class_names: Sequence[Sequence[str]], out: Path) -> list[dict[str, Any]]:
+    """``embeddings.json`` (statistics per model), ``embeddings_distances.csv`` (per sample),
+    ``embeddings_tsne.png``, ``embeddings_violins.png``, TensorBoard projector + scalars."""
+    from fedls.analysis import embeddings_plot
+
+    write_json(out / "embeddings.json", {a.label: {"alpha": a.alpha, **a.summary} for a in analyses})
+    rows = []
+    for a in analyses:
+        n = len(a.labels)
+        for i in range(n):
+            rows.append({"model": a.label, "alpha": a.alpha, "label": int(a.labels[i]),
+                         **{k: float(v[i]) for k, v in a.distances.items()}})
+    write_csv(out / "embeddings_distances.csv", rows)
+    if any(a.tsne is not None for a in analyses):
+        embeddings_plot.save(embeddings_plot.tsne_figure(analyses), out / "embeddings_tsne.png")
+    embeddings_plot.save(embeddings_plot.violin_figure(analyses), out / "embeddings_violins.png")
+    writer = _writer(out)
+    for step, (a, names) in enumerate(zip(analyses, class_names, strict=True)):
+        embeddings_plot.add_projector(writer, a, names, global_step=step)
+        for key in ("intra", "inter", "nn_intra", "nn_inter"):
+            writer.add_scalar(f"embeddings/{key}_mean/{a.label}", a.summary[key]["mean"], 0)
+    writer.close()
+    return [
+        {
+            "model": a.label,
+            "intra": f"{a.summary['intra']['mean']:.3f}",
+            "inter": f"{a.summary['inter']['mean']:.3f}",
+            "NN intra": f"{a.summary['nn_intra']['mean']:.3f}",
+            "NN inter": f"{a.summary['nn_inter']['mean']:.3f}",
+            "inter/intra": f"{a.summary['inter_over_intra']:.2f}",
+            "NN other class": f"{a.summary['nn_other_class_fraction']:.1%}",
+        }
+        for a in analyses
+    ]

@@ -1,0 +1,127 @@
+"""`fedls toy`, `fedls embeddings`, `fedls robustness`: the analysis instruments of seeds 001/004.
+
+Each command parses flags into a config, delegates to :mod:`fedls.analysis`, writes its
+outputs to a fresh ``--out`` folder and prints a summary table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedls.cli.app import app, console, guarded, setup_logging
+from fedls.errors import ConfigError
+
+Opt = typer.Option
+Arg = typer.Argument
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar fed by the library's ``progress(stage, done, total)`` callbacks."""
+    bar = Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def _table(title: str, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(str(key))
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+def _run_dirs(paths: Sequence[Path]) -> None:
+    for p in paths:
+        if not p.is_dir():
+            raise ConfigError(f"run directory {p} does not exist; pass a folder under runs/")
+
+
+@app.command()
+@guarded
+def toy(
+    alpha: Annotated[Optional[list[float]], Opt("--alpha", "-a", help="Smoothing factor, repeatable. [default: 0, 0.05, -0.05]")] = None,
+    seeds: Annotated[int, Opt(help="Number of seeds (0..N-1): data, initialisation.")] = 5,
+    iterations: Annotated[int, Opt(help="Full-batch SGD iterations (seed 001 Appx. B.6: 5000).")] = 5000,
+    fixed_steps: Annotated[int, Opt(help="Steps of the attack variant without stopping rule (Fig. 8).")] = 5000,
+    start: Annotated[Optional[str], Opt(help="Attack start point 'x,y'. [default: green centre moved 1 toward orange: (-1.5, -1.5)]")] = None,
+    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). [default: runs/analysis/toy, suffixed if taken]")] = None,
+    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
+) -> None:
+    """The 2-D toy example (seed 001 §3, Fig. 1/8): attack steps and distance to the target data per α."""
+    from fedls.analysis.outputs import prepare_output_dir
+    from fedls.analysis.reports import write_toy_report
+    from fedls.analysis.toy import ToyConfig, run_toy
+
+    setup_logging(verbose)
+    start_point = None
+    if start is not None:
+        try:
+            sx, sy = (float(v) for v in start.split(","))
+        except ValueError:
+            raise ConfigError(f"--start {start!r} is not 'x,y' (e.g. --start=-2.5,-1.5)") from None
+        start_point = (sx, sy)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
+    config = ToyConfig(
+        alphas=tuple(alpha) if alpha else ToyConfig.alphas, seeds=tuple(range(seeds)),
+        iterations=iterations, fixed_steps=fixed_steps, start=start_point,
+    )
+    target = prepare_output_dir(out, Path("runs") / "analysis" / "toy")
+    console.print(f"[bold]fedls toy[/] {len(config.alphas)} α × {seeds} seeds, start {config.start_point} → {target}")
+    with _progress() as progress:
+        result = run_toy(config, progress)
+    rows = write_toy_report(result, target)
+    _table("toy example (mean ± std over seeds)", rows)
+    console.print(f"outputs: {target}")
+
+
+@app.command()
+@guarded
+def embeddings(
+    run_dirs: Annotated[list[Path], Arg(help="Run directories with a final model.pt (e.g. one per α of a sweep).")],
+    max_per_class: Annotated[int, Opt(help="Training samples per class.")] = 100,
+    max_classes: Annotated[int, Opt(help="Classes shown/measured (Fig. 4 uses 100).")] = 100,
+    tsne: Annotated[bool, Opt("--tsne/--no-tsne", help="Compute the t-SNE picture.")] = True,
+    seed: Annotated[int, Opt(help="t-SNE seed.")] = 0,
+    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). [default: <first run>/analysis/embeddings]")] = None,
+    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
+) -> None:
+    """Penultimate-layer geometry (seed 001 §4.3, Fig. 4/5): t-SNE, distance violins, TensorBoard projector."""
+    from fedls.analysis.embeddings import EmbeddingConfig, analyse_embeddings
+    from fedls.analysis.outputs import prepare_output_dir
+    from fedls.analysis.reports import write_embedding_report
+    from fedls.analysis.runs import open_trained_run
+
+    setup_logging(verbose)
+    _run_dirs(run_dirs)
+    config = EmbeddingConfig(max_per_class=max_per_class, max_classes=max_classes, tsne=tsne, seed=seed)
+    runs = [open_trained_run(p) for p in run_dirs]
+    target = prepare_output_dir(out, run_dirs[0] / "analysis" / "embeddings")
+    analyses, names = [], []
+    with _progress() as progress:
+        for i, run in enumerate(runs):
+            progress("models", i, len(runs))
+            analyses.append(analyse_embeddings(run.model, run.splits.train, run.splits.train_targets, config, run.label, run.config.alpha))
+            names.append(run.splits.class_names or [str(c) for c in range(run.splits.num_classes)])
+            progress("models", i + 1, len(runs))
+    rows = write_embedding_report(analyses, names, target)
+    _table("embedding distances (max-scaled L2, means)", rows)
+    console.print(f"outputs: {target}  (projector: tensorboard --logdir {target / 'tensorboard'})")
