@@ -27,6 +27,7 @@ GRADIENT_KEY = "gradient"  # reply record with a FedSGD probe gradient
 TRUTH_KEY = "ground-truth"  # reply record with the probe's true data (simulation only)
 TRUTH_EXTRA_KEY = "ground-truth-extra"  # ConfigRecord with scalars of the truth (alpha, mixup coefficient)
 PARTITION_KEY = "partition-id"  # reported by simulated clients; not averaged
+PROBE_CLIENTS_KEY = "probe-clients"  # train config: stable ids of the clients asked for a probe
 ProbeSelector = Callable[[int, list[int]], dict[int, dict[str, Any]]]
 
 
@@ -69,8 +70,9 @@ class CuriousFedAvg(FedAvg):
     """FedAvg with per-round α, capture of client replies and attack hooks.
 
     ``on_updates(view, truth)`` is called with each round's :class:`ServerView` and, kept
-    apart, the ground truth of any probes. ``probe_selector(round, node_ids)`` decides which
-    sampled clients are asked for a probe and with which extra config.
+    apart, the ground truth of any probes. ``probe_selector(round, client_ids)`` decides which
+    clients (by stable id) are asked for a probe and with which extra config; every client
+    with such an id in the round's ``probe-clients`` list answers with a probe.
     """
 
     def __init__(
@@ -103,13 +105,15 @@ class CuriousFedAvg(FedAvg):
         self._round_config[server_round] = dict(config)
         self.sampled_clients[server_round] = len(messages)
         if self.probe_selector is not None and messages:
-            probes = self.probe_selector(server_round, [m.metadata.dst_node_id for m in messages])
-            for i, message in enumerate(messages):
-                probe = probes.get(message.metadata.dst_node_id)
-                if probe:
-                    probed = ConfigRecord({**dict(config), **probe})
+            # Probes are addressed by stable client id (the simulation's partition id), not by
+            # Flower's node ids, which are random per run: the same seed probes the same clients.
+            probes = self.probe_selector(server_round, list(range(self.min_available_nodes)))
+            if probes:
+                probe_config = ConfigRecord({**dict(config), **next(iter(probes.values()))})
+                probe_config[PROBE_CLIENTS_KEY] = [int(c) for c in sorted(probes)]
+                for i, message in enumerate(messages):
                     messages[i] = Message(
-                        content=RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: probed}),
+                        content=RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: probe_config}),
                         message_type=message.metadata.message_type,
                         dst_node_id=message.metadata.dst_node_id,
                     )

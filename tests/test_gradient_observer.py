@@ -47,9 +47,9 @@ def test_fedsgd_probe_observer(mixup: float) -> None:
         model = observer.model.__class__(1, 10)
         model.load_state_dict(observer.model.state_dict())
         result = probe_gradient(model, splits.train, 0.2, 1, torch.Generator().manual_seed(node), torch.device("cpu"), mixup_beta=mixup or None)
-        updates.append(ClientUpdate(node, 10, global_weights, {"local_steps": 1.0}, result.gradient))
+        updates.append(ClientUpdate(node, 10, global_weights, {"local_steps": 1.0, "partition-id": node}, result.gradient))
         truth[node] = GroundTruth(node, result.images, result.targets, result.labels, result.extra)
-    updates.append(ClientUpdate(13, 10, global_weights, {"local_steps": 1.0}, None))  # not probed
+    updates.append(ClientUpdate(13, 10, global_weights, {"local_steps": 1.0, "partition-id": 13}, None))  # not probed
     view = ServerView(RoundConfig(1, 0.2, 0.05, 1, 16), global_weights, updates)
     images = Images()
     metrics = observer.on_client_updates(view, truth, images)
@@ -78,8 +78,8 @@ def test_fedavg_estimate_one_step_is_exact() -> None:
     result = probe_gradient(model, splits.train, 0.1, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
     lr = 0.05
     after = {k: v - lr * result.gradient[k] if k in result.gradient else v for k, v in global_weights.items()}
-    view = ServerView(RoundConfig(1, 0.1, lr, 1, 1), global_weights, [ClientUpdate(5, 1, after, {"local_steps": 1.0})])
-    truth = {5: GroundTruth(5, result.images, result.targets, result.labels, result.extra)}
+    view = ServerView(RoundConfig(1, 0.1, lr, 1, 1), global_weights, [ClientUpdate(905, 1, after, {"local_steps": 1.0, "partition-id": 5})])
+    truth = {905: GroundTruth(905, result.images, result.targets, result.labels, result.extra)}
     metrics = observer.on_client_updates(view, truth, Images())
     assert metrics["gradient/success_rate"] == 1.0
     assert metrics["gradient/client_5/alpha_error"] < 1e-3

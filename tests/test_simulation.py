@@ -20,6 +20,7 @@ def tiny_config(run_dir: Path, name: str) -> RunConfig:
     return RunConfig(
         clients=3, rounds=ROUNDS, local_epochs=1, alpha=-0.05, warmup_rounds=1, ramp_rounds=1,
         run_dir=str(run_dir), name=name, seed=7,
+        gradient_attack={"probe": "fedsgd", "clients": 1, "recon_steps": 5},
     )
 
 
@@ -38,6 +39,12 @@ def test_run_completes_and_learns(two_runs: tuple[SimulationResult, SimulationRe
     # the α in force follows the warm-up: round 1 unsmoothed, then -0.05
     assert [r.get("train/alpha") for r in records[1:]] == [0.0, -0.05, -0.05]
     assert records[-1]["clients/num-clients"] == 3 and records[-1]["clients/missing"] == 0
+
+
+def test_curious_server_attacks_a_probed_client_each_round(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
+    for record in two_runs[0].run.metrics()[1:]:
+        assert record["gradient/clients_attacked"] == 1
+        assert record["gradient/success_rate"] == 1.0  # single-sample probe with a biased head: exact
 
 
 def test_run_directory_is_complete(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
@@ -62,6 +69,7 @@ def test_tensorboard_has_the_expected_tags(two_runs: tuple[SimulationResult, Sim
 
 
 def test_same_config_and_seed_give_identical_metrics(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
+    # with the gradient attack on: the same clients are probed, the same labels recovered
     def strip(records: list[dict]) -> list[dict]:
         return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
 

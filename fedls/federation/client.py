@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from torch.utils.data import Subset
+from torch.utils.data import Subset, TensorDataset
 
 from fedls.config import RunConfig
 from fedls.data import DataOptions, DatasetSplits, load_dataset_cached, partition
@@ -20,7 +20,7 @@ from fedls.models import Classifier, build_model
 from fedls.training.local import train_local
 from fedls.training.probe import probe_gradient
 from fedls.training.seeding import derive_seed, seed_everything
-from strategies.curious_fedavg import GRADIENT_KEY, PARTITION_KEY, TRUTH_EXTRA_KEY, TRUTH_KEY
+from strategies.curious_fedavg import GRADIENT_KEY, PARTITION_KEY, PROBE_CLIENTS_KEY, TRUTH_EXTRA_KEY, TRUTH_KEY
 
 log = logging.getLogger(__name__)
 STATE_KEY = "fedls-client-state"
@@ -85,9 +85,18 @@ def train_client(msg: Message, context: Context) -> Message:
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     reply = RecordDict()
 
-    if str(cfg.get("probe", "off")) == "fedsgd":
-        probe = probe_gradient(model, shard, alpha, int(cfg.get("probe-batch", 1)), generator, device)
-        reply[GRADIENT_KEY] = ArrayRecord({k: Array(v) for k, v in probe.gradient.items()})
+    probe_mode = str(cfg.get("probe", "off"))
+    if probe_mode != "off" and partition_id in [int(c) for c in cfg.get(PROBE_CLIENTS_KEY, [])]:
+        probe = probe_gradient(
+            model, shard, alpha, int(cfg.get("probe-batch", 1)), generator, device,
+            mixup_beta=float(cfg.get("probe-mixup", 0.0)) or None,
+        )
+        if probe_mode == "fedsgd":
+            reply[GRADIENT_KEY] = ArrayRecord({k: Array(v) for k, v in probe.gradient.items()})
+        else:
+            # FedAvg probe: this round the client trains on exactly the probed samples (and
+            # targets), so the server's −Δθ/(η·steps) estimate has a known ground truth.
+            shard = TensorDataset(probe.images, probe.targets)
         reply[TRUTH_KEY] = ArrayRecord(
             {"images": Array(probe.images.numpy()), "targets": Array(probe.targets.numpy()), "labels": Array(probe.labels.numpy())}
         )

@@ -99,7 +99,10 @@ def simulate(
     """
     from flwr.simulation import run_simulation
 
+    from fedls.attacks import build_observers
+
     prepared = config if isinstance(config, PreparedRun) else prepare(config)
+    observer_factory = observer_factory or build_observers  # the config's attack sections decide
     config, resources = prepared.config, prepared.resources
     run = RunDirectory.create(config)
     server = CuriousServer(config, run, resources, observer_factory, on_round)

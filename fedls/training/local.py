@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fedls.defenses.base import Defense, TrainingContext
 from fedls.models.base import Classifier
-from fedls.smoothing import label_smoothing_loss
+from fedls.smoothing import label_smoothing_loss, soft_target_cross_entropy
 
 
 @dataclass
@@ -19,6 +19,13 @@ class LocalTrainingResult:
     steps: int
     num_samples: int
     diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+def _base_loss(labels: torch.Tensor, alpha: float):  # noqa: ANN202 - a BaseLoss
+    """Label smoothing for class indices; soft-target CE for ready-made soft targets (mixup probes)."""
+    if labels.is_floating_point():
+        return lambda logits: soft_target_cross_entropy(logits, labels)
+    return lambda logits: label_smoothing_loss(logits, labels, alpha)
 
 
 def make_optimizer(name: str, params: object, lr: float) -> torch.optim.Optimizer:
@@ -56,9 +63,7 @@ def train_local(
                 continue
             images, labels = images.to(ctx.device), labels.to(ctx.device)
             optimizer.zero_grad(set_to_none=True)
-            loss, extras = defense.loss(
-                trained, images, labels, lambda logits: label_smoothing_loss(logits, labels, alpha)  # type: ignore[arg-type]
-            )
+            loss, extras = defense.loss(trained, images, labels, _base_loss(labels, alpha))
             loss.backward()
             optimizer.step()
             value = float(loss.detach())

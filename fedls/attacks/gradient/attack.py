@@ -32,6 +32,12 @@ class ClientAttack:
     recovery: LabelRecovery
     soft: ReconstructionResult | None = None  # reconstruction with the recovered soft label
     hard: ReconstructionResult | None = None  # iDLG baseline (one-hot of the recovered top-1)
+    client_id: int = -1  # stable client id (partition id) the client reports; -1 if unknown
+
+
+def client_id(update: ClientUpdate) -> int:
+    """The client's stable id: Flower's node ids are random per run, the partition id is not."""
+    return int(update.metrics.get("partition-id", -1))
 
 
 def update_gradient(update: ClientUpdate, view: ServerView, mode: str) -> dict[str, np.ndarray] | None:
@@ -65,7 +71,7 @@ def attack_update(
     soft = hard = None
     if options.recon_steps > 0 and options.probe_batch == 1:
         soft, hard = reconstruct_both(model, gradient, recovery, image_shape, options)
-    return ClientAttack(update.node_id, options.probe, recovery, soft, hard)
+    return ClientAttack(update.node_id, options.probe, recovery, soft, hard, client_id(update))
 
 
 def reconstruct_both(

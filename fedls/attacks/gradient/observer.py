@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fedls.attacks import OBSERVERS
-from fedls.attacks.gradient.attack import ClientAttack, attack_update
+from fedls.attacks.gradient.attack import ClientAttack, attack_update, client_id
 from fedls.attacks.gradient.gradients import head_parameter_names
 from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.attacks.gradient.scoring import comparison_grid, score_attack, true_features
@@ -40,10 +40,11 @@ class GradientAttackObserver:
         self._rng = random.Random(options.seed)
         self._probed: dict[int, set[int]] = {}
 
-    def select_probes(self, server_round: int, node_ids: list[int]) -> dict[int, dict[str, Any]]:
+    def select_probes(self, server_round: int, client_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Stable client ids (partition ids) to probe this round, drawn with the attack's seed."""
         if (server_round - 1) % self.options.every:
             return {}
-        chosen = self._rng.sample(sorted(node_ids), min(self.options.clients, len(node_ids)))
+        chosen = self._rng.sample(sorted(client_ids), min(self.options.clients, len(client_ids)))
         self._probed[server_round] = set(chosen)
         return {node: self.options.probe_config() for node in chosen}
 
@@ -62,7 +63,7 @@ class GradientAttackObserver:
         for update in view.updates:
             if self.options.probe == "fedsgd" and update.gradient is None:
                 continue
-            if self.options.probe == "fedavg" and probed is not None and update.node_id not in probed:
+            if self.options.probe == "fedavg" and probed is not None and client_id(update) not in probed:
                 continue
             result = attack_update(update, view, self.model, self.options, self.image_shape)
             if result is not None:
@@ -76,6 +77,7 @@ class GradientAttackObserver:
             "gradient/claimed_success_rate": float(np.mean([a.recovery.success for a in attacks])),
         }
         per_client: list[dict[str, float]] = []
+        stable_ids = {a.node_id: a.client_id for a in attacks}
         for attack in attacks:
             if attack.node_id not in truth:
                 continue
@@ -83,7 +85,7 @@ class GradientAttackObserver:
             per_client.append(scores)
             for key in ("label_success", "label_max_error", "alpha_error", "mixup_error"):
                 if key in scores:
-                    metrics[f"gradient/client_{attack.node_id}/{key}"] = scores[key]
+                    metrics[f"gradient/client_{stable_ids[attack.node_id]}/{key}"] = scores[key]
         if per_client:
             for key in sorted({k for s in per_client for k in s}):
                 values = [s[key] for s in per_client if key in s]
