@@ -142,6 +142,7 @@ def test_table_deltas_and_missing_values():
     entries = [
         ("base", "none", 0.0, "complete", {"global/accuracy": 0.9, "mia/acc1": 0.8, "mia/delta_eval": 1.0}),
         ("dp", "dp", 0.0, "complete", {"global/accuracy": 0.7, "mia/acc1": 0.2, "clients/epsilon": 3.5, "mia/delta_face": 2.0}),
+        ("grad", "none", 0.1, "complete", {"global/accuracy": 0.9, "gradient/success_rate": 1.0, "gradient/recon_psnr": 18.5}),
     ]
     table = build_table(entries, "base")
     dp = table.rows[1]
@@ -150,6 +151,8 @@ def test_table_deltas_and_missing_values():
     assert dp.values["delta"] == 2.0 and dp.deltas["delta"] is None  # δ_face vs δ_eval: not comparable
     cells = table.cells(dp)
     assert "70.0% (-20.0)" in cells and "3.50" in cells and cells.count(MISSING) == 6
+    grad = table.rows[2]
+    assert grad.values["label_recovery"] == 1.0 and grad.values["psnr"] == 18.5 and grad.deltas["psnr"] is None
 
 
 def test_experiment_validation(tmp_path):

@@ -38,8 +38,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("delta", "δ_face/δ_eval", ("mia/delta_face", "mia/delta_eval"), digits=2),
     Column("xi_train", "ξ_train", ("mia/xi_train",), percent=True),
     Column("xi_test", "ξ_test", ("mia/xi_test",), percent=True),
-    Column("label_recovery", "Label recovery", ("gradient/label_accuracy", "gradient/label_recovery", "gradient/label_acc"), percent=True),
-    Column("psnr", "PSNR (dB)", ("gradient/psnr", "gradient/psnr_soft"), digits=2),
+    # gradient inversion (fedls.attacks.gradient.observer): share of attacked client updates whose
+    # soft label was recovered within tolerance, and PSNR of the soft-label reconstructions
+    Column("label_recovery", "Label recovery", ("gradient/success_rate",), percent=True),
+    Column("psnr", "PSNR (dB)", ("gradient/recon_psnr",), digits=2),
     Column("epsilon", "DP ε", ("clients/epsilon",), digits=2),
 )
 
