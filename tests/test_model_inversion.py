@@ -205,3 +205,20 @@ def test_dcgan_adapts_to_resolution(channels, size):
     images = gen.eval()(torch.randn(3, 16))
     assert images.shape == (3, channels, size, size) and images.abs().max() <= 1
     assert disc(images).shape == (3,)
+
+
+def test_face_distance_with_local_weights(tmp_path):
+    """δ_face path with a (randomly initialised) local InceptionResnetV1 file; None without one."""
+    from facenet_pytorch import InceptionResnetV1
+
+    from fedls.metrics.inversion import face_distance
+
+    torch.manual_seed(0)
+    weights = tmp_path / "facenet.pt"
+    torch.save(InceptionResnetV1(pretrained=None, classify=False).state_dict(), weights)
+    attack = torch.rand(2, 3, 16, 16) * 2 - 1
+    train = torch.cat([attack[:1], torch.rand(2, 3, 16, 16) * 2 - 1])
+    labels = torch.tensor([0, 0, 1])
+    d = face_distance(str(weights), attack, torch.tensor([0, 1]), train, labels, torch.device("cpu"))
+    assert d is not None and 0 <= d <= 4  # squared distance of unit vectors; attack[0] is in the train set
+    assert face_distance(None, attack, torch.tensor([0, 1]), train, labels, torch.device("cpu")) is None

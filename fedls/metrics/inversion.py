@@ -15,6 +15,14 @@ from fedls.attacks.model.config import EvalConfig
 from fedls.models.base import Classifier
 
 log = logging.getLogger(__name__)
+_noticed: set[str] = set()
+
+
+def _notice_once(message: str) -> None:
+    """A skipped metric is announced once per process, not every attacked round."""
+    if message not in _noticed:
+        _noticed.add(message)
+        log.info(message)
 
 
 def accuracy_at_k(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
@@ -101,7 +109,7 @@ def face_distance(
     """δ_face: as δ_eval in FaceNet space (InceptionResnetV1 trained on VGGFace2, 512-d L2-normalised
     embeddings, 160 px inputs in [-1, 1]). None (with a logged notice) without a local weights file."""
     if weights is None:
-        log.info("δ_face skipped: no local VGGFace2 FaceNet weights (eval_face_weights)")
+        _notice_once("δ_face skipped: no local VGGFace2 FaceNet weights (set eval_face_weights to a state_dict file)")
         return None
     from facenet_pytorch import InceptionResnetV1
 
@@ -119,7 +127,7 @@ def frechet_inception_distance(weights: str | None, attack: torch.Tensor, train:
     """FID between attack images and private training images; None (with a logged notice)
     unless local Inception weights are given and torchmetrics' FID backend is installed."""
     if weights is None:
-        log.info("FID skipped: no local Inception weights (eval_inception_weights)")
+        _notice_once("FID skipped: no local Inception weights (set eval_inception_weights to a weights file)")
         return None
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
