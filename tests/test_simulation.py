@@ -84,3 +84,24 @@ def test_existing_run_name_is_refused(two_runs: tuple[SimulationResult, Simulati
     with pytest.raises(ConfigError, match="already exists"):
         simulate(tiny_config(existing.parent, existing.name))
     assert (existing / "metrics.jsonl").read_text() == before
+
+
+def test_ctrl_c_keeps_finished_rounds_and_marks_the_run(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from fedls.federation.simulation import RunInterrupted
+
+    def press_ctrl_c(server_round: int, record: dict) -> None:
+        if server_round == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    config = RunConfig(clients=2, rounds=6, local_epochs=1, run_dir=str(tmp_path), name="stopped")
+    with pytest.raises(RunInterrupted, match="interrupted after round"):
+        simulate(config, on_round=press_ctrl_c)
+    run = RunDirectory.open(tmp_path / "stopped")
+    summary = run.summary()
+    assert summary is not None and summary["status"] == "interrupted" and not run.is_complete()
+    assert 1 <= summary["rounds_completed"] < 6
+    assert [r["round"] for r in run.metrics()] == list(range(summary["rounds_completed"] + 1))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -73,7 +72,7 @@ def simulate(
     """Run a Flower simulation of clients training with label smoothing (or another defense),
     evaluated and attacked by a curious server every round."""
     from fedls.attacks import build_observers
-    from fedls.federation.simulation import prepare, simulate as run
+    from fedls.federation.simulation import RunInterrupted, prepare, simulate as run
 
     setup_logging(verbose)
     cfg = build_config(
@@ -104,10 +103,9 @@ def simulate(
     try:
         with progress:
             result = run(prepared, observer_factory=build_observers, on_round=on_round, verbose=verbose)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: finished rounds are kept; the run is marked incomplete in summary.json")
-        # The ServerApp thread may still wait on Ray; leave without joining it.
-        os._exit(130)
+    except RunInterrupted as exc:
+        err_console.print(f"{exc} (summary.json says 'interrupted')")
+        raise typer.Exit(code=130) from None
     print_summary(result.run.path, result.summary)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits, load_dataset_cached
+from fedls.errors import FedlsError
 from fedls.federation.client import build_global_model, data_options
 from fedls.federation.resources import Resources
 from fedls.federation.run_dir import RunDirectory
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 
 RoundCallback = Callable[[int, dict[str, Any]], None]
 ObserverFactory = Callable[[RunConfig, DatasetSplits, torch.device], list[RoundObserver]]
+
+
+class RunInterrupted(FedlsError):
+    """The user stopped the run; finished rounds are on disk."""
 
 
 @dataclass
@@ -56,6 +62,7 @@ class CuriousServer:
         self.observer_factory = observer_factory
         self.on_round = on_round
         self.outcome = ServerOutcome()
+        self.stop_requested = threading.Event()
         self.device = torch.device(resources.device)
 
     def train_config(self) -> ConfigRecord:
@@ -112,6 +119,8 @@ class CuriousServer:
             self.outcome.rounds_done = server_round
             if self.on_round is not None:
                 self.on_round(server_round, record)
+            if self.stop_requested.is_set() and server_round < config.rounds:
+                raise RunInterrupted(f"stopped by the user after round {server_round}")
             tracker.start_round(server_round + 1)
             round_started[0] = time.perf_counter()
             return MetricRecord({k: float(v) for k, v in utility.items()})

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +19,7 @@ from fedls.errors import FedlsError
 from fedls.federation.client import make_client_app
 from fedls.federation.resources import Resources, resolve_resources
 from fedls.federation.run_dir import RunDirectory
-from fedls.federation.server import CuriousServer, ObserverFactory, RoundCallback, make_server_app
+from fedls.federation.server import CuriousServer, ObserverFactory, RoundCallback, RunInterrupted, make_server_app
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,28 @@ class SimulationFailed(FedlsError):
     """The Flower/Ray backend or a server-side step failed."""
 
 
+@contextmanager
+def stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C: ask the server to stop after the round in progress (the ServerApp runs in
+    a thread and Flower's runtime does not pass KeyboardInterrupt on). Second Ctrl-C: leave now.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            os._exit(130)  # the user insists; finished rounds are already on disk
+        stop.set()
+        log.warning("interrupt: stopping after the current round (Ctrl-C again to quit at once)")
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def quiet_flower(verbose: bool) -> None:
     """Flower logs every message at INFO; keep the terminal for fedls' own progress."""
     level = logging.INFO if verbose else logging.ERROR
@@ -94,8 +120,9 @@ def simulate(
 ) -> SimulationResult:
     """Validate, create the run directory, run all rounds and write the summary.
 
-    A KeyboardInterrupt keeps every finished round and marks the run ``interrupted``;
-    any backend failure marks it ``failed`` and raises :class:`SimulationFailed`.
+    Ctrl-C (SIGINT) stops after the round in progress, keeps every finished round, marks the
+    run ``interrupted`` and raises :class:`RunInterrupted`; any backend failure marks it
+    ``failed`` and raises :class:`SimulationFailed`.
     """
     from flwr.simulation import run_simulation
 
@@ -113,22 +140,23 @@ def simulate(
     started = time.perf_counter()
     status = "failed"
     try:
-        run_simulation(
-            server_app=make_server_app(server),
-            client_app=make_client_app(),
-            num_supernodes=config.clients,
-            backend_config=resources.backend_config(),  # type: ignore[arg-type]
-            verbose_logging=verbose,
-        )
+        with stop_on_interrupt(server.stop_requested):
+            run_simulation(
+                server_app=make_server_app(server),
+                client_app=make_client_app(),
+                num_supernodes=config.clients,
+                backend_config=resources.backend_config(),  # type: ignore[arg-type]
+                verbose_logging=verbose,
+            )
         if server.outcome.final_state is None:
             raise SimulationFailed("the simulation ended before the server finished; rerun with --verbose to see Flower's log")
         if server.outcome.rounds_done < config.rounds:
             raise SimulationFailed(f"only {server.outcome.rounds_done} of {config.rounds} rounds finished; rerun with --verbose")
         run.save_model(server.outcome.final_state)
         status = "complete"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted):
         status = "interrupted"
-        raise
+        raise RunInterrupted(f"interrupted after round {server.outcome.rounds_done}; finished rounds are kept in {run.path}") from None
     except FedlsError:
         raise
     except Exception as exc:  # noqa: BLE001 - anything from Ray/Flower/the server thread
