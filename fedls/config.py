@@ -30,6 +30,7 @@ class RunConfig:
     data_dir: str | None = None
     image_size: int | None = None
     num_classes: int | None = None
+    samples_per_class: int | None = None  # cap the private training data (seed 001 Appx. C.3)
     partition: str = "iid"
     dirichlet_beta: float = 0.5
     # model and training
@@ -63,7 +64,8 @@ class RunConfig:
         return SmoothingSchedule(self.alpha, self.warmup_rounds, self.ramp_rounds)
 
     def default_name(self) -> str:
-        return f"{self.dataset}-a{self.alpha:g}-{self.defense}-s{self.seed}"
+        size = f"-n{self.samples_per_class}" if self.samples_per_class is not None else ""
+        return f"{self.dataset}{size}-a{self.alpha:g}-{self.defense}-s{self.seed}"
 
     def validate(self) -> RunConfig:
         """Check every range and name; raise :class:`ConfigError` with the fix."""
@@ -82,6 +84,8 @@ class RunConfig:
             raise ConfigError(f"fraction-train must be in (0, 1] (got {self.fraction_train})")
         if self.warmup_rounds < 0 or self.ramp_rounds < 0:
             raise ConfigError("warmup-rounds and ramp-rounds must be >= 0")
+        if self.samples_per_class is not None and (not isinstance(self.samples_per_class, int) or self.samples_per_class < 1):
+            raise ConfigError(f"samples-per-class must be a whole number >= 1 (got {self.samples_per_class})")
         if self.image_size is not None and self.image_size < 4:
             raise ConfigError(f"image-size must be >= 4 px (got {self.image_size})")
         if self.optimizer not in ("sgd", "adam"):

@@ -78,3 +78,15 @@ def test_models_meet_the_classifier_contract(name: str) -> None:
     assert features.shape == (3, model.feature_dim) and hidden
     assert torch.allclose(model(x), model.head(features), atol=1e-5)
     assert name in MODELS
+
+
+def test_samples_per_class_caps_only_the_private_training_data() -> None:
+    full = load_dataset("digits", DataOptions(seed=3))
+    capped = load_dataset("digits", DataOptions(seed=3, samples_per_class=20))
+    assert np.bincount(capped.train_targets).tolist() == [20] * 10
+    assert len(capped.test) == len(full.test) and len(capped.public) == len(full.public)
+    again = load_dataset("digits", DataOptions(seed=3, samples_per_class=20))
+    assert torch.equal(capped.train.images, again.train.images)
+    # the capped set is a subset of the full private training set
+    rows = {tuple(x.flatten().tolist()) for x in full.train.images}
+    assert all(tuple(x.flatten().tolist()) in rows for x in capped.train.images)

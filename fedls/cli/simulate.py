@@ -46,6 +46,7 @@ def simulate(
     data_dir: Annotated[Optional[str], Opt(help="Folder with the dataset's files (not needed for digits).")] = None,
     image_size: Annotated[Optional[int], Opt(help="Resize images to this many pixels (default: the dataset's own).")] = None,
     num_classes: Annotated[Optional[int], Opt(help="Identity datasets: keep the N identities with most images; the rest become the server's public data.")] = None,
+    samples_per_class: Annotated[Optional[int], Opt(help="Cap the private training data at N images per class (seed 001 Appx. C.3).")] = None,
     partition: Annotated[Optional[str], Opt(help="How clients' shards are drawn: iid, dirichlet, by-class. [default: iid]")] = None,
     dirichlet_beta: Annotated[Optional[float], Opt(help="Dirichlet concentration β; smaller → more label skew. [default: 0.5]")] = None,
     model: Annotated[Optional[str], Opt(help="cnn, cnn-nobias, cnn-batchnorm, mlp, resnet18, resnet50, resnet152, facenet. [default: cnn]")] = None,
@@ -80,7 +81,8 @@ def simulate(
         **_drop_none(
             clients=clients, alpha=alpha, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
             optimizer=optimizer, warmup_rounds=warmup_rounds, ramp_rounds=ramp_rounds, dataset=dataset,
-            data_dir=data_dir, image_size=image_size, num_classes=num_classes, partition=partition,
+            data_dir=data_dir, image_size=image_size, num_classes=num_classes, samples_per_class=samples_per_class,
+            partition=partition,
             dirichlet_beta=dirichlet_beta, model=model, weights=weights, defense=defense,
             fraction_train=fraction_train, seed=seed, device=device, client_cpus=client_cpus,
             client_gpus=client_gpus, round_timeout=round_timeout, run_dir=run_dir, name=name,

@@ -5,13 +5,17 @@ from __future__ import annotations
 from functools import lru_cache
 
 from fedls.data import cifar, digits, faces, idx  # noqa: F401  (registration)
-from fedls.data.base import ArrayDataset, DatasetSplits, dataset_targets, to_unit_range
+from fedls.data.base import ArrayDataset, DatasetSplits, cap_per_class, dataset_targets, to_unit_range
 from fedls.data.partition import PARTITIONERS, partition
 from fedls.data.registry import DATASETS, DataOptions
 
 
 def load_dataset(name: str, options: DataOptions | None = None) -> DatasetSplits:
-    return DATASETS.get(name)(options or DataOptions())
+    options = options or DataOptions()
+    splits = DATASETS.get(name)(options)
+    if options.samples_per_class is not None:
+        splits.train = cap_per_class(splits.train, options.samples_per_class, options.seed)
+    return splits
 
 
 @lru_cache(maxsize=4)

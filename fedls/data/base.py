@@ -70,6 +70,43 @@ class DatasetSplits:
         )
 
 
+class LabelledSubset(Dataset[tuple[torch.Tensor, int]]):
+    """A subset that still knows its labels without loading images."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self._targets = dataset_targets(dataset)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.dataset[int(self.indices[index])]
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self._targets
+
+
+def cap_per_class(dataset: Dataset, samples_per_class: int, seed: int) -> Dataset:
+    """Keep at most ``samples_per_class`` samples of every class, drawn with ``seed``
+    (the training-set-size experiments of seed 001 Appx. C.3)."""
+    targets = dataset_targets(dataset)
+    order = np.random.default_rng(seed).permutation(len(targets))
+    kept: list[int] = []
+    counts: dict[int, int] = {}
+    for index in order:
+        label = int(targets[index])
+        if counts.get(label, 0) < samples_per_class:
+            counts[label] = counts.get(label, 0) + 1
+            kept.append(int(index))
+    indices = np.sort(np.asarray(kept, dtype=np.int64))
+    if isinstance(dataset, ArrayDataset):
+        return dataset.subset(indices)
+    return LabelledSubset(dataset, indices)
+
+
 def dataset_targets(dataset: Dataset) -> np.ndarray:
     """Labels of a dataset as an integer array, without loading images where possible."""
     targets = getattr(dataset, "targets", None)

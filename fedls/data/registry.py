@@ -16,7 +16,8 @@ class DataOptions:
 
     ``image_size`` of ``None`` keeps each dataset's native size. ``num_classes`` limits
     identity datasets (CelebA, ImageFolder) to the classes with the most samples; the rest
-    become the server's public, class-disjoint data.
+    become the server's public, class-disjoint data. ``samples_per_class`` caps the private
+    training split (seed 001 Appx. C.3); test and public data are unchanged.
     """
 
     data_dir: Path | None = None
@@ -25,6 +26,7 @@ class DataOptions:
     num_classes: int | None = None
     test_fraction: float = 0.2
     public_fraction: float = 0.2
+    samples_per_class: int | None = None  # cap on private training samples per class
 
 
 Loader = Callable[[DataOptions], DatasetSplits]

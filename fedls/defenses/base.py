@@ -37,6 +37,7 @@ class TrainingContext:
     local_epochs: int
     lr: float
     device: torch.device
+    total_rounds: int | None = None  # planned rounds of the run (DP budgets its noise over them)
     state: dict[str, Any] = field(default_factory=dict)
 
 

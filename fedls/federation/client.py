@@ -32,6 +32,7 @@ def data_options(config: RunConfig) -> DataOptions:
         seed=config.seed,
         image_size=config.image_size,
         num_classes=config.num_classes,
+        samples_per_class=config.samples_per_class,
     )
 
 
@@ -111,6 +112,7 @@ def train_client(msg: Message, context: Context) -> Message:
         local_epochs=config.local_epochs,
         lr=config.lr,
         device=device,
+        total_rounds=config.rounds,
         state=_load_state(context),
     )
     result = train_local(model, shard, alpha, ctx, defense, generator, config.optimizer)
