@@ -122,3 +122,49 @@ def write_embedding_report(analyses: Sequence[Any], class_names: Sequence[Sequen
         }
         for a in analyses
     ]
+
+
+def write_robustness_report(label: str, clean_accuracy: float, rows: Sequence[Any], config: Any, reference_note: str, out: Path) -> list[dict[str, Any]]:
+    """``robustness.json`` / ``robustness.csv`` (one row per attack and mode),
+    ``robustness.png`` (accuracy under each attack) and TensorBoard scalars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [dataclasses.asdict(r) for r in rows]
+    write_csv(out / "robustness.csv", records)
+    write_json(out / "robustness.json", {
+        "model": label, "clean_accuracy": clean_accuracy, "epsilon": config.epsilon, "epsilon_range": "[-1, 1] images",
+        "samples": config.samples, "reference": reference_note,
+        "attacks": [dataclasses.asdict(a) for a in config.attacks], "transfer_attack": dataclasses.asdict(config.transfer_spec),
+        "results": records,
+    })
+    attacks = list(dict.fromkeys(r.attack for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.4
+    for j, mode in enumerate(("untargeted", "targeted")):
+        vals = [next(r.accuracy if mode == "untargeted" else r.success for r in rows if r.attack == a and r.mode == mode) for a in attacks]
+        ax.bar([i + (j - 0.5) * width for i in range(len(attacks))], vals, width,
+               label="untargeted: accuracy under attack" if mode == "untargeted" else "targeted: success rate")
+    ax.axhline(clean_accuracy, color="k", linestyle="--", linewidth=0.8, label="clean accuracy")
+    ax.set_xticks(range(len(attacks)), attacks, rotation=25, ha="right", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{label}, L∞ ε={config.epsilon:g} ([-1,1] images)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "robustness.png", dpi=90)
+    plt.close(fig)
+    writer = _writer(out)
+    writer.add_scalar("robustness/clean_accuracy", clean_accuracy, 0)
+    for r in rows:
+        writer.add_scalar(f"robustness/{r.mode}/{r.attack}/accuracy", r.accuracy, 0)
+        writer.add_scalar(f"robustness/{r.mode}/{r.attack}/success", r.success, 0)
+    writer.close()
+    table = []
+    for a in attacks:
+        u = next(r for r in rows if r.attack == a and r.mode == "untargeted")
+        t = next(r for r in rows if r.attack == a and r.mode == "targeted")
+        table.append({"attack": a, "robust acc (untargeted)": f"{u.accuracy:.1%}", "success (untargeted)": f"{u.success:.1%}",
+                      "success (targeted)": f"{t.success:.1%}"})
+    return table

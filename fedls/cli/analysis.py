@@ -125,3 +125,42 @@ def embeddings(
     rows = write_embedding_report(analyses, names, target)
     _table("embedding distances (max-scaled L2, means)", rows)
     console.print(f"outputs: {target}  (projector: tensorboard --logdir {target / 'tensorboard'})")
+
+
+@app.command()
+@guarded
+def robustness(
+    run_dir: Annotated[Path, Arg(help="Run directory with a final model.pt.")],
+    reference: Annotated[Optional[Path], Opt(help="Hard-label (α=0) run whose model crafts the transfer attack. [default: train one centrally]")] = None,
+    epsilon: Annotated[float, Opt(help="L∞ radius in the [-1, 1] image range (0.25 = 32/255 in [0, 1]).")] = 0.25,
+    samples: Annotated[int, Opt(help="Test samples attacked.")] = 200,
+    seed: Annotated[int, Opt(help="Seed for random starts, targets and the reference model.")] = 0,
+    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). [default: <run>/analysis/robustness]")] = None,
+    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
+) -> None:
+    """Adversarial robustness (seed 001 Appx. C.8, seed 004): FGSM, PGD variants, margin loss, transfer."""
+    from fedls.analysis.outputs import prepare_output_dir
+    from fedls.analysis.reports import write_robustness_report
+    from fedls.analysis.robustness import RobustnessConfig, evaluate_robustness, train_reference
+    from fedls.analysis.runs import open_trained_run
+    from fedls.federation.client import build_global_model
+
+    setup_logging(verbose)
+    _run_dirs([run_dir] + ([reference] if reference is not None else []))
+    config = RobustnessConfig(epsilon=epsilon, samples=samples, seed=seed)
+    run = open_trained_run(run_dir)
+    ref_run = open_trained_run(reference) if reference is not None else None
+    target = prepare_output_dir(out, run_dir / "analysis" / "robustness")
+    with _progress() as progress:
+        if ref_run is not None:
+            if ref_run.config.alpha != 0:
+                console.print(f"[yellow]note:[/] the reference run has α={ref_run.config.alpha:g}, not a hard-label model")
+            ref_model, note = ref_run.model, f"run {ref_run.path} (α={ref_run.config.alpha:g})"
+        else:
+            ref_model = train_reference(build_global_model(run.config.with_overrides(weights=None), run.splits), run.splits.train, config, progress)
+            note = f"trained centrally here: {run.config.model}, α=0, {config.reference_epochs} epochs on the run's training split"
+        console.print(f"transfer source: {note}")
+        clean, rows = evaluate_robustness(run.model, ref_model, run.splits.test, run.splits.num_classes, config, progress)
+    table = write_robustness_report(run.label, clean, rows, config, note, target)
+    _table(f"{run.label}: clean accuracy {clean:.1%}, ε={epsilon:g}", table)
+    console.print(f"transfer source: {note}\noutputs: {target}")
