@@ -168,3 +168,44 @@ def write_robustness_report(label: str, clean_accuracy: float, rows: Sequence[An
         table.append({"attack": a, "robust acc (untargeted)": f"{u.accuracy:.1%}", "success (untargeted)": f"{u.success:.1%}",
                       "success (targeted)": f"{t.success:.1%}"})
     return table
+
+
+def write_stages_report(result: Any, out: Path) -> dict[str, list[dict[str, Any]]]:
+    """``stages.json``, ``stages_{sampling,optimisation,selection}.csv``,
+    ``stages_cosine.csv`` (per-step curves), ``stages_cosine.png`` (Fig. 6b) and TensorBoard."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    write_csv(out / "stages_sampling.csv", result.sampling)
+    write_csv(out / "stages_optimisation.csv", result.optimisation)
+    write_csv(out / "stages_selection.csv", result.selection)
+    write_csv(out / "stages_cosine.csv", [
+        {"model": label, "step": t + 2, "mean": m, "std": s}
+        for label, curve in result.cosine_curves.items() for t, (m, s) in enumerate(zip(curve["mean"], curve["std"], strict=True))
+    ])
+    write_json(out / "stages.json", {"sampling": result.sampling, "optimisation": result.optimisation, "selection": result.selection})
+    fig, ax = plt.subplots(figsize=(5, 3))
+    writer = _writer(out)
+    for label, curve in result.cosine_curves.items():
+        steps = list(range(2, len(curve["mean"]) + 2))
+        mean = curve["mean"]
+        lo = [m - s for m, s in zip(mean, curve["std"], strict=True)]
+        hi = [m + s for m, s in zip(mean, curve["std"], strict=True)]
+        ax.plot(steps, mean, label=label)
+        ax.fill_between(steps, lo, hi, alpha=0.2)
+        for t, m in zip(steps, mean, strict=True):
+            writer.add_scalar(f"stages/grad_cosine/{label}", m, t)
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("cos(∇L_t, ∇L_t-1)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "stages_cosine.png", dpi=90)
+    plt.close(fig)
+    writer.close()
+
+    def fmt(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+
+    return {"sampling": fmt(result.sampling), "optimisation": fmt(result.optimisation), "selection": fmt(result.selection)}

@@ -164,3 +164,43 @@ def robustness(
     table = write_robustness_report(run.label, clean, rows, config, note, target)
     _table(f"{run.label}: clean accuracy {clean:.1%}, ε={epsilon:g}", table)
     console.print(f"transfer source: {note}\noutputs: {target}")
+
+
+@app.command()
+@guarded
+def stages(
+    run_dirs: Annotated[list[Path], Arg(help="Run directories (hard-label baseline first), same dataset.")],
+    steps: Annotated[Optional[int], Opt(help="Optimisation steps. [default: the first run's model_attack config, else PPA default]")] = None,
+    pool_size: Annotated[Optional[int], Opt(help="Latent pool size for sampling.")] = None,
+    classes: Annotated[Optional[int], Opt(help="Number of attacked classes (0 = all).")] = None,
+    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). [default: <first run>/analysis/stages]")] = None,
+    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
+) -> None:
+    """Attack-stage ablation (seed 001 §4.4, Appx. C.4): sampling, optimisation (gradient cosine), selection."""
+    import dataclasses
+
+    from fedls.analysis.outputs import prepare_output_dir
+    from fedls.analysis.reports import write_stages_report
+    from fedls.analysis.runs import open_trained_run
+    from fedls.analysis.stages import analyse_stages
+    from fedls.attacks.model.config import ModelAttackOptions
+    from fedls.attacks.model.session import InversionSession
+
+    setup_logging(verbose)
+    _run_dirs(run_dirs)
+    if len(run_dirs) < 2:
+        raise ConfigError("pass at least two run directories (hard-label baseline first)")
+    runs = [open_trained_run(p) for p in run_dirs]
+    options = ModelAttackOptions.from_dict(dict(runs[0].config.model_attack))
+    overrides = {k: v for k, v in {"steps": steps, "pool_size": pool_size, "classes": classes}.items() if v is not None}
+    options = dataclasses.replace(options, attack=dataclasses.replace(options.attack, **overrides))
+    target = prepare_output_dir(out, run_dirs[0] / "analysis" / "stages")
+    with _progress() as progress:
+        session = InversionSession(options, runs[0].splits, runs[0].config.model, "cpu", progress=progress)
+        prior = session.prior
+        eval_model, arch = session.eval_model
+        result = analyse_stages(runs, prior, eval_model, options, progress)
+    tables = write_stages_report(result, target)
+    for name, rows in tables.items():
+        _table(f"stage: {name} (evaluation model: {arch})", rows)
+    console.print(f"outputs: {target}")
