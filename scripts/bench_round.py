@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import tempfile
@@ -20,7 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
 from torch.utils.data import Subset
 
@@ -28,13 +28,39 @@ from fedls.config import RunConfig
 from fedls.data import load_dataset, partition
 from fedls.defenses import Defense, TrainingContext
 from fedls.federation.client import build_global_model, data_options
+from fedls.federation.resources import available_cpus
 from fedls.federation.simulation import simulate
 from fedls.training.local import train_local
 from fedls.training.seeding import derive_seed, seed_everything
 
 
+def _descendants(pid: int) -> list[int]:
+    """This process's descendants, from Linux's /proc (Ray workers are forked from its raylet)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found.extend(children)
+            queue.extend(children)
+    return found
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class PeakMemory:
-    """Samples the summed RSS of this process and all its descendants (Ray workers)."""
+    """Samples the summed RSS of this process and all its descendants (Ray workers); Linux only."""
 
     def __init__(self) -> None:
         self.peak = 0
@@ -42,14 +68,9 @@ class PeakMemory:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        me = psutil.Process()
+        me = os.getpid()
         while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
+            total = sum(_rss_bytes(pid) for pid in [me, *_descendants(me)])
             self.peak = max(self.peak, total)
             time.sleep(0.2)
 
@@ -63,10 +84,10 @@ class PeakMemory:
 
 
 def plain_rounds(config: RunConfig) -> list[float]:
-    """The same local training, client after client, in one process with the same threads in total."""
+    """The same local training, client after client, in one process with all cores as torch threads."""
     splits = load_dataset(config.dataset, data_options(config))
     shards = partition(splits.train_targets, config.clients, config.partition, config.seed, config.dirichlet_beta)
-    torch.set_num_threads(1)
+    torch.set_num_threads(available_cpus())
     model = build_global_model(config, splits)
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
     times = []

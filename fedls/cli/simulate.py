@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedls.cli.app import app, console, err_console, guarded, setup_logging
+from fedls.cli.attack_model import parse_classes
 from fedls.config import RunConfig
 
 Opt = typer.Option
@@ -65,6 +66,7 @@ def simulate(
     recon_steps: Annotated[Optional[int], Opt(help="Image-reconstruction steps per attacked client; 0 = labels/features only. [default: 100]")] = None,
     mia_every: Annotated[Optional[int], Opt(help="Model inversion on the global model every k rounds (and at the last round). Off unless given.")] = None,
     mia_samples: Annotated[Optional[int], Opt(help="Model inversion: attack images kept per target class.")] = None,
+    mia_classes: Annotated[Optional[str], Opt(help="Model inversion targets: all, a count (random subset) or a list like 0,3,7.")] = None,
     run_dir: Annotated[Optional[str], Opt(help="Folder that holds run directories. [default: runs]")] = None,
     name: Annotated[Optional[str], Opt(help="Run directory name (must not exist). [default: <dataset>-a<α>-<defense>-s<seed>, numbered if taken]")] = None,
     config: Annotated[Optional[Path], Opt("--config", help="TOML file with any of these options (flags override it).")] = None,
@@ -87,7 +89,7 @@ def simulate(
             fraction_train=fraction_train, seed=seed, device=device, client_cpus=client_cpus,
             client_gpus=client_gpus, round_timeout=round_timeout, run_dir=run_dir, name=name,
             gradient_attack=_drop_none(probe=probe, clients=attack_clients, probe_batch=probe_batch, mixup=mixup, recon_steps=recon_steps),
-            model_attack=_drop_none(every=mia_every, samples_per_class=mia_samples),
+            model_attack=_drop_none(every=mia_every, samples_per_class=mia_samples, classes=parse_classes(mia_classes)),
         ),
     )
     prepared = prepare(cfg)
