@@ -327,10 +327,19 @@ class ToyResult:
 
 
 def run_toy(config: ToyConfig, progress: ProgressFn | None = None) -> ToyResult:
-    """Train all models, then run both attack variants on them."""
-    models = train_toy_models(config, progress)
-    stopped = attack_toy_models(models, stop_at_confidence=True, progress=progress)
-    fixed = attack_toy_models(models, stop_at_confidence=False, progress=progress)
+    """Train all models, then run both attack variants on them.
+
+    Runs single-threaded: the tensors are tiny, so intra-op threads only add overhead
+    (and contend with other work on a shared CPU).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models = train_toy_models(config, progress)
+        stopped = attack_toy_models(models, stop_at_confidence=True, progress=progress)
+        fixed = attack_toy_models(models, stop_at_confidence=False, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
     return ToyResult(models, stopped, fixed)
 
 

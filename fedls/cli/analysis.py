@@ -1,4 +1,4 @@
-"""`fedls toy`, `fedls embeddings`, `fedls robustness`: the analysis instruments of seeds 001/004.
+"""`fedls toy`, `embeddings`, `robustness`, `stages`: the analysis instruments of seeds 001/004.
 
 Each command parses flags into a config, delegates to :mod:`fedls.analysis`, writes its
 outputs to a fresh ``--out`` folder and prints a summary table.
