@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fedls.federation.server import RunInterrupted
+
 from fedls.compare import load_experiment, quick_experiment, run_comparison
 from fedls.compare.experiment import build_experiment, parse_setting_spec
 from fedls.compare.table import MISSING, build_table
@@ -119,7 +121,9 @@ def test_failed_setting_is_recorded_then_rerun(tmp_path):
     assert seen == [] and all(o.status == "skipped" for o in third.outcomes)
 
 
-def test_keyboard_interrupt_stops_and_resume_finishes(tmp_path):
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RunInterrupted])
+def test_keyboard_interrupt_stops_and_resume_finishes(tmp_path, stop):
+    """Ctrl-C inside a simulation surfaces as RunInterrupted; it stops the whole comparison."""
     experiment = tiny_experiment(tmp_path / "k")
     seen: list[str] = []
 
@@ -127,7 +131,7 @@ def test_keyboard_interrupt_stops_and_resume_finishes(tmp_path):
         if config.name == "ls-neg":
             run_dir = RunDirectory.create(config)
             run_dir.write_summary({"status": "interrupted"})
-            raise KeyboardInterrupt
+            raise stop("stopped")
         return fake_simulate(set(), seen)(config, observer_factory, on_round)
 
     with pytest.raises(KeyboardInterrupt):

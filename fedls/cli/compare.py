@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -81,7 +80,7 @@ def compare(
             result = run_comparison(plan, on_progress=on_progress)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished settings are kept; rerun the same command to resume")
-        os._exit(130)  # Flower's server thread may still wait on Ray; leave without joining it
+        raise typer.Exit(code=130) from None
 
     # the terminal table leaves out metrics no setting measured; results.md/.csv keep every column
     rows = [result.table.cells(row) for row in result.table.rows]

@@ -20,6 +20,7 @@ from fedls.compare.plot import utility_privacy_plot
 from fedls.compare.table import ResultTable, build_table, latest_metrics, row_values
 from fedls.errors import FedlsError
 from fedls.federation.run_dir import CONFIG_FILE, RunDirectory
+from fedls.federation.server import RunInterrupted
 
 log = logging.getLogger(__name__)
 ASIDE = "_aside"
@@ -131,6 +132,8 @@ def _run_setting(
     started = time.perf_counter()
     try:
         simulate_fn(setting.config, observer_factory=observer_factory, on_round=on_round)
+    except RunInterrupted:
+        raise KeyboardInterrupt from None  # the user stopped the comparison, not only this setting
     except FedlsError as exc:
         log.warning("setting %s failed: %s", setting.name, exc)
         emit(ProgressEvent("setting-failed", setting.name, index, total, 0, rounds, message=str(exc)))
