@@ -41,6 +41,8 @@ def simulate(
     batch_size: Annotated[Optional[int], Opt(help="Client mini-batch size. [default: 16]")] = None,
     lr: Annotated[Optional[float], Opt(help="Client learning rate. [default: 0.05]")] = None,
     optimizer: Annotated[Optional[str], Opt(help="Client optimizer: sgd (momentum 0.9) or adam. [default: sgd]")] = None,
+    weight_decay: Annotated[Optional[float], Opt(help="Client weight decay. [default: 0]")] = None,
+    max_grad_norm: Annotated[Optional[float], Opt(help="Client gradient-norm clipping, stabilises negative α; 0 = off. [default: 1.0]")] = None,
     warmup_rounds: Annotated[Optional[int], Opt(help="Negative α only: rounds without smoothing first (seed 001 §4.1). [default: 3]")] = None,
     ramp_rounds: Annotated[Optional[int], Opt(help="Negative α only: rounds of linear ramp to α after the warm-up. [default: 3]")] = None,
     dataset: Annotated[Optional[str], Opt(help="digits (bundled), fashion-mnist, mnist, cifar10, cifar100, imagefolder, celeba. [default: digits]")] = None,
@@ -82,7 +84,7 @@ def simulate(
         config,
         **_drop_none(
             clients=clients, alpha=alpha, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
-            optimizer=optimizer, warmup_rounds=warmup_rounds, ramp_rounds=ramp_rounds, dataset=dataset,
+            optimizer=optimizer, weight_decay=weight_decay, max_grad_norm=max_grad_norm, warmup_rounds=warmup_rounds, ramp_rounds=ramp_rounds, dataset=dataset,
             data_dir=data_dir, image_size=image_size, num_classes=num_classes, samples_per_class=samples_per_class,
             partition=partition,
             dirichlet_beta=dirichlet_beta, model=model, weights=weights, defense=defense,

@@ -115,7 +115,9 @@ def train_client(msg: Message, context: Context) -> Message:
         total_rounds=config.rounds,
         state=_load_state(context),
     )
-    result = train_local(model, shard, alpha, ctx, defense, generator, config.optimizer)
+    result = train_local(
+        model, shard, alpha, ctx, defense, generator, config.optimizer, config.weight_decay, config.max_grad_norm
+    )
     _save_state(context, ctx.state)
     trained = defense.unwrap_model(model)
     reply["arrays"] = ArrayRecord(trained.state_dict())

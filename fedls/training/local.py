@@ -28,11 +28,11 @@ def _base_loss(labels: torch.Tensor, alpha: float):  # noqa: ANN202 - a BaseLoss
     return lambda logits: label_smoothing_loss(logits, labels, alpha)
 
 
-def make_optimizer(name: str, params: object, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: object, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)  # type: ignore[arg-type]
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)  # type: ignore[arg-type]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)  # type: ignore[arg-type]
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)  # type: ignore[arg-type]
     raise ValueError(f"unknown optimizer {name!r}")
 
 
@@ -44,6 +44,8 @@ def train_local(
     defense: Defense,
     generator: torch.Generator,
     optimizer_name: str = "sgd",
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = None,
 ) -> LocalTrainingResult:
     """Train ``model`` in place for ``ctx.local_epochs`` epochs on ``dataset``.
 
@@ -53,7 +55,7 @@ def train_local(
     """
     model.to(ctx.device).train()
     loader = DataLoader(dataset, batch_size=ctx.batch_size, shuffle=True, generator=generator, drop_last=False)
-    optimizer = make_optimizer(optimizer_name, model.parameters(), ctx.lr)
+    optimizer = make_optimizer(optimizer_name, model.parameters(), ctx.lr, weight_decay)
     trained, optimizer, loader = defense.wrap_training(model, optimizer, loader, ctx)
     total, steps, seen = 0.0, 0, 0
     sums: dict[str, float] = {}
@@ -65,6 +67,11 @@ def train_local(
             optimizer.zero_grad(set_to_none=True)
             loss, extras = defense.loss(trained, images, labels, _base_loss(labels, alpha))
             loss.backward()
+            if max_grad_norm:  # None or 0: off
+                # Negative α's loss is unbounded below: once logits are large, single steps can be
+                # huge and one client's divergence wrecks the FedAvg average. (Under DP, Opacus
+                # clips per sample from grad_sample and this clip of .grad has no effect.)
+                torch.nn.utils.clip_grad_norm_(trained.parameters(), max_grad_norm)
             optimizer.step()
             value = float(loss.detach())
             if not math.isfinite(value):
