@@ -104,4 +104,5 @@ def test_ctrl_c_keeps_finished_rounds_and_marks_the_run(tmp_path: Path) -> None:
     assert summary is not None and summary["status"] == "interrupted" and not run.is_complete()
     assert 1 <= summary["rounds_completed"] < 6
     assert [r["round"] for r in run.metrics()] == list(range(summary["rounds_completed"] + 1))
+    assert run.model_path.is_file()  # the last finished round's global model, for inspection
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

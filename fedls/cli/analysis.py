@@ -66,7 +66,7 @@ def toy(
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """The 2-D toy example (seed 001 §3, Fig. 1/8): attack steps and distance to the target data per α."""
-    from fedls.analysis.outputs import prepare_output_dir
+    from fedls.outputs import prepare_output_dir
     from fedls.analysis.reports import write_toy_report
     from fedls.analysis.toy import ToyConfig, run_toy
 
@@ -106,7 +106,7 @@ def embeddings(
 ) -> None:
     """Penultimate-layer geometry (seed 001 §4.3, Fig. 4/5): t-SNE, distance violins, TensorBoard projector."""
     from fedls.analysis.embeddings import EmbeddingConfig, analyse_embeddings
-    from fedls.analysis.outputs import prepare_output_dir
+    from fedls.outputs import prepare_output_dir
     from fedls.analysis.reports import write_embedding_report
     from fedls.analysis.runs import open_trained_run
 
@@ -139,7 +139,7 @@ def robustness(
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """Adversarial robustness (seed 001 Appx. C.8, seed 004): FGSM, PGD variants, margin loss, transfer."""
-    from fedls.analysis.outputs import prepare_output_dir
+    from fedls.outputs import prepare_output_dir
     from fedls.analysis.reports import write_robustness_report
     from fedls.analysis.robustness import RobustnessConfig, evaluate_robustness, train_reference
     from fedls.analysis.runs import open_trained_run
@@ -179,7 +179,7 @@ def stages(
     """Attack-stage ablation (seed 001 §4.4, Appx. C.4): sampling, optimisation (gradient cosine), selection."""
     import dataclasses
 
-    from fedls.analysis.outputs import prepare_output_dir
+    from fedls.outputs import prepare_output_dir
     from fedls.analysis.reports import write_stages_report
     from fedls.analysis.runs import open_trained_run
     from fedls.analysis.stages import analyse_stages

@@ -13,16 +13,16 @@ from fedls.cli.app import attack_app, console, guarded, setup_logging
 @attack_app.command("gradient")
 @guarded
 def attack_gradient(
-    run: Path | None = typer.Option(None, help="Run directory whose model.pt and config to attack."),
-    model: str = typer.Option("cnn", help="Model of a fresh global model (ignored with --run)."),
-    dataset: str = typer.Option("digits", help="Dataset (ignored with --run)."),
+    run: Path | None = typer.Option(None, "--checkpoint", "--run", help="Run directory whose model.pt and config to attack."),
+    model: str = typer.Option("cnn", help="Model of a fresh global model (ignored with --checkpoint)."),
+    dataset: str = typer.Option("digits", help="Dataset (ignored with --checkpoint)."),
     samples: str = typer.Option("0,1,2,3", help="Comma-separated training-sample indices, one probe each."),
     alpha: float = typer.Option(0.1, help="Label-smoothing factor the victim trains with."),
     mixup: float = typer.Option(0.0, help="Mixup Beta parameter a (0 = off)."),
     recon_steps: int = typer.Option(100, help="Reconstruction steps (0 = off)."),
     tv_weight: float = typer.Option(1e-2, help="Total-variation weight of reconstruction."),
     seed: int = typer.Option(0, help="Seed of the fresh model."),
-    out: Path = typer.Option(Path("gradient-attack"), help="Output folder for JSON and PNG."),
+    out: Path | None = typer.Option(None, help="Output folder for JSON and PNG (must be new or empty). [default: <run>/gradient_attack or runs/gradient-attack]"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Recover soft labels (and optionally images) from single-sample gradients."""

@@ -43,6 +43,7 @@ class ServerOutcome:
     records: list[dict[str, Any]] = field(default_factory=list)
     missing_clients: dict[int, list[str]] = field(default_factory=dict)
     final_state: dict[str, torch.Tensor] | None = None
+    latest_model: torch.nn.Module | None = None  # the global model of the last evaluated round
 
 
 class CuriousServer:
@@ -104,6 +105,7 @@ class CuriousServer:
                 # client training + transport + aggregation + attacks on updates of this round
                 tracker.add({"round_seconds": started - round_started[0]}, prefix="time/")
             model.load_state_dict(arrays.to_torch_state_dict())
+            self.outcome.latest_model = model
             utility = evaluate(model, splits.test, self.device)
             tracker.add(utility, prefix="global/")
             if server_round > 0:

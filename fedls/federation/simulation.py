@@ -156,6 +156,8 @@ def simulate(
         status = "complete"
     except (KeyboardInterrupt, RunInterrupted):
         status = "interrupted"
+        if server.outcome.latest_model is not None and server.outcome.rounds_done > 0:
+            run.save_model(server.outcome.latest_model.state_dict())  # the last finished round's model
         raise RunInterrupted(f"interrupted after round {server.outcome.rounds_done}; finished rounds are kept in {run.path}") from None
     except FedlsError:
         raise

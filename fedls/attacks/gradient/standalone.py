@@ -19,11 +19,13 @@ from fedls.attacks.gradient.attack import attack_update
 from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.attacks.gradient.scoring import comparison_grid, score_attack, true_features
 from fedls.config import RunConfig
-from fedls.data import DataOptions, load_dataset
+from fedls.data import load_dataset
 from fedls.defenses import build_defense
 from fedls.errors import ConfigError
+from fedls.federation.client import data_options
 from fedls.federation.run_dir import RunDirectory
 from fedls.models import build_model
+from fedls.outputs import prepare_output_dir
 from fedls.training.probe import probe_gradient
 from strategies.observers import ClientUpdate, GroundTruth, RoundConfig, ServerView
 
@@ -43,21 +45,20 @@ def run_standalone_attack(
     samples: list[int],
     alpha: float,
     options: GradientAttackOptions,
-    out_dir: Path,
+    out_dir: Path | None,
     run_dir: Path | None = None,
 ) -> StandaloneReport:
     """Attack one single-sample probe per index in ``samples`` of the training split.
 
     ``run_dir``: take config and ``model.pt`` from a finished run; otherwise ``config``'s
     model at its seeded initialisation. Writes ``gradient_attack.json`` (and a PNG grid of
-    originals / soft-label / iDLG reconstructions when reconstruction is on) to ``out_dir``.
+    originals / soft-label / iDLG reconstructions when reconstruction is on) to a fresh
+    ``out_dir`` (default: ``<run>/gradient_attack`` or ``runs/gradient-attack``, numbered if taken).
     """
     if run_dir is not None:
         run = RunDirectory.open(run_dir)
         config = run.config()
-    splits = load_dataset(config.dataset, DataOptions(data_dir=Path(config.data_dir) if config.data_dir else None,
-                                                      seed=config.seed, image_size=config.image_size,
-                                                      num_classes=config.num_classes))
+    splits = load_dataset(config.dataset, data_options(config))
     torch.manual_seed(config.seed)
     model = build_defense(config.defense, config.defense_options).prepare_model(
         build_model(config.model, splits.image_shape, splits.num_classes)
@@ -92,7 +93,7 @@ def run_standalone_attack(
         attacks.append(attack)
         truths[node] = truth
     summary = {k: float(np.mean([r[k] for r in rows if k in r])) for k in rows[0] if k not in ("sample", "true_label", "recovered_label")}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output_dir(out_dir, run_dir / "gradient_attack" if run_dir is not None else Path("runs") / "gradient-attack")
     json_path = out_dir / "gradient_attack.json"
     json_path.write_text(json.dumps({"options": options.to_dict(), "alpha": alpha, "rows": rows, "summary": summary}, indent=2))
     image_path = None

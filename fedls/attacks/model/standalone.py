@@ -24,6 +24,7 @@ from fedls.data.registry import DataOptions
 from fedls.errors import CheckpointError, ConfigError
 from fedls.federation.run_dir import MODEL_FILE, RunDirectory
 from fedls.models import load_weights
+from fedls.outputs import prepare_output_dir
 from fedls.training.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,6 @@ def resolve_device(device: str) -> torch.device:
 
 def save_grid(path: Path, images: torch.Tensor, nrow: int) -> Path:
     save_image(to_unit_range(images), path, nrow=nrow, padding=1, pad_value=1.0)
-    return path
-
-
-def fresh_dir(base: Path) -> Path:
-    """``base`` or ``base-1``, ``base-2``, ...: never overwrite earlier results."""
-    path, n = base, 1
-    while path.exists():
-        path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    path.mkdir(parents=True)
     return path
 
 
@@ -104,7 +96,7 @@ def attack_checkpoint(
     metrics["attack_seconds_per_class"] = seconds / max(len(result.classes), 1)
     if progress is not None:
         progress("evaluate", 1, 1)
-    out = fresh_dir(out_dir if out_dir is not None else run.path / "model_attack")
+    out = prepare_output_dir(out_dir, run.path / "model_attack")
     grid, nrow = session.comparison_grid(result)
     files = [
         save_grid(out / "attack_vs_real.png", grid, nrow),
@@ -152,7 +144,7 @@ def train_dataset_prior(
     )
     session = InversionSession(options, splits, target_model, torch_device, prior=prior, progress=progress)
     quality = session.prior_quality()
-    out = fresh_dir(out_dir if out_dir is not None else Path("runs") / f"prior-{splits.name}")
+    out = prepare_output_dir(out_dir, Path("runs") / f"prior-{splits.name}")
     files = [save_grid(out / "prior_samples.png", session.prior_samples(64), 8)]
     (out / "prior.json").write_text(json.dumps(
         {"dataset": splits.name, "public_images": len(splits.public), "cache_file": str(prior.cache_file),
