@@ -14,6 +14,19 @@ from fedls.errors import ConfigError
 from fedls.smoothing import SmoothingSchedule, validate_alpha
 
 
+def parse_assignment(pair: str, example: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` from a command line; the value is read as a TOML scalar or array (as in a
+    config file: ``0.01``, ``true``, ``[1, 2]``), anything else stays text."""
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{pair!r} must look like KEY=VALUE, e.g. {example}")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run. Same config + seed → same metrics on CPU.

@@ -25,6 +25,10 @@ runner = CliRunner()
         (["--client-cpus", "4096"], "does not fit this machine"),
         (["--device", "cuda"], None),  # fails on machines without CUDA only
         (["--config", "/definitely/missing.toml"], "does not exist"),
+        (["--defense", "mid", "--defense-option", "betta=1"], "betta"),
+        (["--defense", "dp", "--defense-option", "epsilon"], "KEY=VALUE"),
+        (["--probe", "fedsgx"], "probe must be one of"),
+        (["--mia-every", "0"], "every must be"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str | None) -> None:

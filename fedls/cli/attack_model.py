@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,23 +10,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedls.cli.app import attack_app, console, guarded, setup_logging
+from fedls.config import parse_assignment
 from fedls.errors import ConfigError
 
 Opt = typer.Option
 
 
 def parse_extra(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values are Python literals where they parse (numbers, lists), else text."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option expects KEY=VALUE (got {pair!r}), e.g. --option selection_augmentations=40")
-        try:
-            out[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value
-    return out
+    """``KEY=VALUE`` pairs; values are TOML scalars or arrays where they parse, else text."""
+    return dict(parse_assignment(pair, "--option selection_augmentations=40") for pair in pairs)
 
 
 def parse_classes(text: str | None) -> int | list[int] | None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from fedls.cli.app import app, console, err_console, guarded, setup_logging
 from fedls.cli.attack_model import parse_classes
-from fedls.config import RunConfig
+from fedls.config import RunConfig, parse_assignment
 
 Opt = typer.Option
 
@@ -54,7 +54,8 @@ def simulate(
     dirichlet_beta: Annotated[Optional[float], Opt(help="Dirichlet concentration β; smaller → more label skew. [default: 0.5]")] = None,
     model: Annotated[Optional[str], Opt(help="cnn, cnn-nobias, cnn-batchnorm, mlp, resnet18, resnet50, resnet152, facenet. [default: cnn]")] = None,
     weights: Annotated[Optional[str], Opt(help="Local state_dict file to initialise the model from.")] = None,
-    defense: Annotated[Optional[str], Opt(help="Client training defense (see `fedls defenses`). [default: none]")] = None,
+    defense: Annotated[Optional[str], Opt(help="Client training defense: none, mid, bido, dp (options: docs/defenses.md). [default: none]")] = None,
+    defense_option: Annotated[Optional[list[str]], Opt("--defense-option", help="Defense option KEY=VALUE, repeatable, e.g. --defense-option beta=0.01 or epsilon=8.")] = None,
     fraction_train: Annotated[Optional[float], Opt(help="Fraction of clients sampled each round. [default: 1.0]")] = None,
     seed: Annotated[Optional[int], Opt(help="Seed for data split, partition, init and training. [default: 0]")] = None,
     device: Annotated[Optional[str], Opt(help="auto (GPU when present), cpu or cuda. [default: auto]")] = None,
@@ -90,6 +91,7 @@ def simulate(
             dirichlet_beta=dirichlet_beta, model=model, weights=weights, defense=defense,
             fraction_train=fraction_train, seed=seed, device=device, client_cpus=client_cpus,
             client_gpus=client_gpus, round_timeout=round_timeout, run_dir=run_dir, name=name,
+            defense_options=dict(parse_assignment(p, "--defense-option beta=0.01") for p in defense_option) if defense_option else None,
             gradient_attack=_drop_none(probe=probe, clients=attack_clients, probe_batch=probe_batch, mixup=mixup, recon_steps=recon_steps),
             model_attack=_drop_none(every=mia_every, samples_per_class=mia_samples, classes=parse_classes(mia_classes)),
         ),

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedls.config import RunConfig
+from fedls.config import RunConfig, parse_assignment
 from fedls.defenses import build_defense
 from fedls.errors import ConfigError
 
@@ -148,13 +148,8 @@ def parse_setting_spec(spec: str) -> dict[str, Any]:
     defense, _, opts = rest.partition(":")
     options: dict[str, Any] = {}
     for item in filter(None, opts.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"setting {spec!r}: option {item!r} must be key=value")
-        try:
-            options[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            options[key.strip()] = value.strip()
+        key, value = parse_assignment(item, "mid=mid:beta=0.01")
+        options[key] = value
     entry: dict[str, Any] = {"name": name.strip(), "defense": defense.strip() or "none", "defense_options": options}
     if alpha is not None:
         entry["alpha"] = alpha
