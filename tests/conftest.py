@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -8,3 +11,15 @@ import torch
 def _deterministic_torch() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Priors and evaluation models trained by tests go to a temporary cache, never the user's."""
+    previous = os.environ.get("FEDLS_CACHE")
+    os.environ["FEDLS_CACHE"] = str(tmp_path_factory.mktemp("fedls-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("FEDLS_CACHE", None)
+    else:
+        os.environ["FEDLS_CACHE"] = previous
