@@ -47,6 +47,15 @@ def aggregate_client_metrics(contents: list[RecordDict], weight_key: str) -> Met
     return record
 
 
+def short_reason(reason: str) -> str:
+    """The client's own error message out of Flower/Ray's wrapping (which repeats the traceback)."""
+    marker = "Message: "
+    if marker in reason:
+        reason = reason.rsplit(marker, 1)[1]
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "unknown error").rstrip("'>)")
+
+
 def _client_order(message: Message) -> tuple[float, int]:
     metrics = message.content["metrics"]
     return float(metrics.get(PARTITION_KEY, -1)), message.metadata.src_node_id
@@ -124,7 +133,7 @@ class CuriousFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         failed = [m for m in replies if m.has_error()]
-        self.missing_clients[server_round] = [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in failed]
+        self.missing_clients[server_round] = [f"node {m.metadata.src_node_id}: {short_reason(m.error.reason)}" for m in failed]
         for reason in self.missing_clients[server_round]:
             log.warning("round %d: client missing (%s)", server_round, reason)
         # Replies arrive in completion order; averaging them in a fixed (client) order makes the

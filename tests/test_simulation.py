@@ -106,3 +106,14 @@ def test_ctrl_c_keeps_finished_rounds_and_marks_the_run(tmp_path: Path) -> None:
     assert [r["round"] for r in run.metrics()] == list(range(summary["rounds_completed"] + 1))
     assert run.model_path.is_file()  # the last finished round's global model, for inspection
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_a_round_where_every_client_fails_ends_the_run_with_the_reason(tmp_path: Path) -> None:
+    from fedls.federation.server import ClientsFailed
+
+    config = RunConfig(clients=2, rounds=5, local_epochs=1, lr=1e30, max_grad_norm=0.0, run_dir=str(tmp_path), name="nan")
+    with pytest.raises(ClientsFailed, match="round 1: every client failed .*training loss became nan"):
+        simulate(config)
+    summary = RunDirectory.open(tmp_path / "nan").summary()
+    assert summary is not None and summary["status"] == "failed" and summary["rounds_completed"] == 0
+    assert not (tmp_path / "nan" / "model.pt").exists()

@@ -71,6 +71,14 @@ def test_replies_are_averaged_in_client_order() -> None:
     assert forward["w"].numpy().tobytes() == backward["w"].numpy().tobytes()
 
 
+def test_client_error_reasons_are_shortened() -> None:
+    from strategies.curious_fedavg import short_reason
+
+    wrapped = "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run()\n  File x\nException ClientAppException occurred. Message: training loss became nan in round 1; lower --lr'>)"
+    assert short_reason(wrapped) == "training loss became nan in round 1; lower --lr"
+    assert short_reason("plain failure") == "plain failure"
+
+
 @pytest.mark.parametrize(("round_", "alpha"), [(1, 0.0), (2, -0.05), (3, -0.1)])
 def test_alpha_follows_the_schedule(round_: int, alpha: float) -> None:
     assert CuriousFedAvg(SmoothingSchedule(-0.1, 1, 2)).alpha_for(round_) == pytest.approx(alpha)

@@ -35,6 +35,10 @@ class RunInterrupted(FedlsError):
     """The user stopped the run; finished rounds are on disk."""
 
 
+class ClientsFailed(FedlsError):
+    """Every client of a round failed: continuing would only re-evaluate an unchanged model."""
+
+
 @dataclass
 class ServerOutcome:
     """Filled in while the ServerApp runs (it runs in a thread of the calling process)."""
@@ -113,6 +117,9 @@ class CuriousServer:
                 missing = strategy.missing_clients.get(server_round, [])
                 tracker.add({"missing": float(len(missing))}, prefix="clients/")
                 self.outcome.missing_clients[server_round] = missing
+                if missing and len(missing) >= strategy.sampled_clients.get(server_round, 0):
+                    tracker.flush_round()
+                    raise ClientsFailed(f"round {server_round}: every client failed ({missing[0]}); rerun with --verbose for details")
             for observer in observers:
                 tracker.add(observer.on_global_model(server_round, model, tracker.log_image))
             tracker.add({"server_eval_seconds": time.perf_counter() - started}, prefix="time/")

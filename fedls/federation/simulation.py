@@ -86,8 +86,9 @@ def stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
 
 
 def quiet_flower(verbose: bool) -> None:
-    """Flower logs every message at INFO; keep the terminal for fedls' own progress."""
-    level = logging.INFO if verbose else logging.ERROR
+    """Flower logs every message at INFO and client failures with full Ray tracebacks; fedls
+    records failures itself (clients/missing, summary.json), so the terminal keeps its progress."""
+    level = logging.INFO if verbose else logging.CRITICAL
     logging.getLogger("flwr").setLevel(level)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
