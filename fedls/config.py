@@ -68,6 +68,9 @@ class RunConfig:
     # defense
     defense: str = "none"
     defense_options: dict[str, Any] = field(default_factory=dict)
+    # Flower's server-side DP (clip + noise the aggregate): protects the released model, not the
+    # clients from the curious server. Non-empty table = on: noise_multiplier, clipping_norm.
+    central_dp: dict[str, Any] = field(default_factory=dict)
     # attacks run by the curious server
     gradient_attack: dict[str, Any] = field(default_factory=dict)
     model_attack: dict[str, Any] = field(default_factory=dict)
@@ -120,6 +123,10 @@ class RunConfig:
         MODELS.get(self.model)
         PARTITIONERS.get(self.partition)
         DEFENSES.get(self.defense)
+        if self.central_dp:
+            from strategies.central_dp import central_dp_options
+
+            central_dp_options(self.central_dp)
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise ConfigError(f"run name {self.name!r} must be a plain folder name")
         return self

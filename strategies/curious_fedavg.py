@@ -99,6 +99,7 @@ class CuriousFedAvg(FedAvg):
         self._sent: dict[int, ArrayRecord] = {}
         self._round_config: dict[int, dict[str, Any]] = {}
         self.missing_clients: dict[int, list[str]] = {}
+        self._captured: set[int] = set()
         self.sampled_clients: dict[int, int] = {}
 
     def alpha_for(self, server_round: int) -> float:
@@ -128,10 +129,14 @@ class CuriousFedAvg(FedAvg):
                     )
         return messages
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def capture(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """Record missing clients, hand the raw replies to the attacks, strip what is not part
+        of the FedAvg payload, and return the valid replies in client order. Once per round:
+        a wrapper (central DP) may call it before :meth:`aggregate_train` does."""
         replies = list(replies)
+        if server_round in self._captured:
+            return replies
+        self._captured.add(server_round)
         failed = [m for m in replies if m.has_error()]
         self.missing_clients[server_round] = [f"node {m.metadata.src_node_id}: {short_reason(m.error.reason)}" for m in failed]
         for reason in self.missing_clients[server_round]:
@@ -141,12 +146,16 @@ class CuriousFedAvg(FedAvg):
         valid = sorted((m for m in replies if not m.has_error()), key=_client_order)
         if self.on_updates is not None and valid:
             self._observe(server_round, valid)
-        # The probe and ground-truth records are not part of the FedAvg payload.
         for message in valid:
             for key in (GRADIENT_KEY, TRUTH_KEY, TRUTH_EXTRA_KEY):
                 if key in message.content:
                     del message.content[key]
-        return super().aggregate_train(server_round, valid)
+        return valid
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return super().aggregate_train(server_round, self.capture(server_round, replies))
 
     def _observe(self, server_round: int, replies: list[Message]) -> None:
         updates, truth = [], {}

@@ -9,6 +9,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
 
+from fedls.errors import ConfigError
 from fedls.smoothing import SmoothingSchedule
 from strategies.curious_fedavg import GRADIENT_KEY, TRUTH_EXTRA_KEY, TRUTH_KEY, CuriousFedAvg
 from strategies.observers import GroundTruth, ServerView
@@ -82,3 +83,28 @@ def test_client_error_reasons_are_shortened() -> None:
 @pytest.mark.parametrize(("round_", "alpha"), [(1, 0.0), (2, -0.05), (3, -0.1)])
 def test_alpha_follows_the_schedule(round_: int, alpha: float) -> None:
     assert CuriousFedAvg(SmoothingSchedule(-0.1, 1, 2)).alpha_for(round_) == pytest.approx(alpha)
+
+
+def test_central_dp_clips_the_release_but_the_server_sees_raw_updates() -> None:
+    from strategies.central_dp import CuriousCentralDP, central_dp_options
+
+    seen: list[ServerView] = []
+    curious = CuriousFedAvg(SmoothingSchedule(0.0), on_updates=lambda v, t: seen.append(v))
+    curious._sent = {1: ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})}
+    wrapper = CuriousCentralDP(curious, noise_multiplier=0.0, clipping_norm=1.0, num_sampled_clients=2)
+    wrapper.current_arrays = curious._sent[1]
+    arrays, _ = wrapper.aggregate_train(1, [_reply(31, 10.0, 5, 0, probe=True), _reply(32, 10.0, 5, 1)])
+    # each update (norm 10·√3) is clipped to norm 1 before averaging
+    assert np.isclose(np.linalg.norm(arrays["w"].numpy()), 1.0, atol=1e-5)
+    # ... but the curious server observed the raw updates and the probe first
+    assert np.allclose(seen[0].updates[0].weights["w"], 10.0) and seen[0].updates[0].gradient is not None
+    assert len(seen) == 1  # observed once per round, not again by the inner aggregation
+    with pytest.raises(ConfigError, match="unknown central_dp"):
+        central_dp_options({"sigma": 1.0})
+
+
+def test_run_config_rejects_bad_central_dp() -> None:
+    from fedls.config import RunConfig
+
+    with pytest.raises(ConfigError, match="clipping_norm > 0"):
+        RunConfig(central_dp={"clipping_norm": 0}).validate()

@@ -19,7 +19,7 @@ Opt = typer.Option
 def build_config(config_file: Path | None, **flags: Any) -> RunConfig:
     """TOML file (if any) first, then every flag the user actually passed."""
     base = RunConfig.from_toml(config_file) if config_file is not None else RunConfig()
-    sections = {key: flags.pop(key) for key in ("gradient_attack", "model_attack") if key in flags}
+    sections = {key: flags.pop(key) for key in ("central_dp", "gradient_attack", "model_attack") if key in flags}
     config = base.with_overrides(**flags)
     for key, values in sections.items():
         if values:
@@ -56,6 +56,8 @@ def simulate(
     weights: Annotated[Optional[str], Opt(help="Local state_dict file to initialise the model from.")] = None,
     defense: Annotated[Optional[str], Opt(help="Client training defense: none, mid, bido, dp (options: docs/defenses.md). [default: none]")] = None,
     defense_option: Annotated[Optional[list[str]], Opt("--defense-option", help="Defense option KEY=VALUE, repeatable, e.g. --defense-option beta=0.01 or epsilon=8.")] = None,
+    central_dp_noise: Annotated[Optional[float], Opt(help="Flower's central DP on the server: noise multiplier (with --central-dp-clip). Protects the released model, NOT the clients from the curious server.")] = None,
+    central_dp_clip: Annotated[Optional[float], Opt(help="Central DP: clipping norm of each client update. [default: 1.0 when central DP is on]")] = None,
     fraction_train: Annotated[Optional[float], Opt(help="Fraction of clients sampled each round. [default: 1.0]")] = None,
     seed: Annotated[Optional[int], Opt(help="Seed for data split, partition, init and training. [default: 0]")] = None,
     device: Annotated[Optional[str], Opt(help="auto (GPU when present), cpu or cuda. [default: auto]")] = None,
@@ -92,6 +94,7 @@ def simulate(
             fraction_train=fraction_train, seed=seed, device=device, client_cpus=client_cpus,
             client_gpus=client_gpus, round_timeout=round_timeout, run_dir=run_dir, name=name,
             defense_options=dict(parse_assignment(p, "--defense-option beta=0.01") for p in defense_option) if defense_option else None,
+            central_dp=_drop_none(noise_multiplier=central_dp_noise, clipping_norm=central_dp_clip),
             gradient_attack=_drop_none(probe=probe, clients=attack_clients, probe_batch=probe_batch, mixup=mixup, recon_steps=recon_steps),
             model_attack=_drop_none(every=mia_every, samples_per_class=mia_samples, classes=parse_classes(mia_classes)),
         ),

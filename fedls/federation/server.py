@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits, load_dataset_cached
@@ -22,6 +23,8 @@ from fedls.federation.run_dir import RunDirectory
 from fedls.federation.tracking import RoundTracker
 from fedls.metrics.utility import evaluate
 from fedls.training.seeding import derive_seed, seed_everything
+
+from strategies.central_dp import CuriousCentralDP, central_dp_options
 from strategies.curious_fedavg import CuriousFedAvg, aggregate_client_metrics
 from strategies.observers import GroundTruth, RoundObserver, ServerView
 
@@ -144,9 +147,13 @@ class CuriousServer:
             min_available_nodes=config.clients,
             train_metrics_aggr_fn=aggregate,
         )
+        runner: Strategy = strategy
+        if config.central_dp:
+            noise, clip = central_dp_options(config.central_dp)
+            runner = CuriousCentralDP(strategy, noise, clip, num_sampled_clients=max(1, int(config.clients * config.fraction_train)))
         tracker.start_round(0)
         try:
-            result = strategy.start(
+            result = runner.start(
                 grid=grid,
                 initial_arrays=ArrayRecord(model.state_dict()),
                 num_rounds=config.rounds,
