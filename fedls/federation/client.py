@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def data_options(config: RunConfig) -> DataOptions:
 @lru_cache(maxsize=4)
 def client_shards(config_toml: str) -> tuple[DatasetSplits, list[np.ndarray]]:
     """Dataset and partition, computed once per process (Ray actors serve many clients)."""
-    config = RunConfig.from_dict(__import__("tomllib").loads(config_toml))
+    config = RunConfig.from_dict(tomllib.loads(config_toml))
     splits = load_dataset_cached(config.dataset, data_options(config))
     shards = partition(splits.train_targets, config.clients, config.partition, config.seed, config.dirichlet_beta)
     return splits, shards
@@ -66,7 +67,7 @@ def train_client(msg: Message, context: Context) -> Message:
     """Local training of one round; optionally also the FedSGD probe the server asked for."""
     cfg = msg.content["config"]
     config_toml = str(cfg["run-config"])
-    config = RunConfig.from_dict(__import__("tomllib").loads(config_toml))
+    config = RunConfig.from_dict(tomllib.loads(config_toml))
     partition_id = int(context.node_config["partition-id"])
     num_partitions = int(context.node_config.get("num-partitions", config.clients))
     if num_partitions != config.clients:
