@@ -41,7 +41,7 @@ def main() -> None:
     target = train_classifier(build_model("cnn", splits.image_shape, splits.num_classes), x, y, 10, 32, 1e-3, 0)
     config = PPAConfig()
     times = []
-    for repeat in range(args.repeats):
+    for _ in range(args.repeats):
         started = time.perf_counter()
         result = run_ppa(target, prior, splits.num_classes, config)
         times.append(time.perf_counter() - started)

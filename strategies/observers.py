@@ -70,10 +70,10 @@ class RoundObserver(Protocol):
     images go to the ``log_image`` callable the server passes in."""
 
     def on_client_updates(
-        self, view: ServerView, truth: dict[int, GroundTruth], log_image: "ImageLogger"
+        self, view: ServerView, truth: dict[int, GroundTruth], log_image: ImageLogger
     ) -> dict[str, float]: ...
 
-    def on_global_model(self, server_round: int, model: torch.nn.Module, log_image: "ImageLogger") -> dict[str, float]: ...
+    def on_global_model(self, server_round: int, model: torch.nn.Module, log_image: ImageLogger) -> dict[str, float]: ...
 
 
 class ImageLogger(Protocol):

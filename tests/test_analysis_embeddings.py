@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from fedls.analysis.embeddings import EmbeddingConfig, analyse_embeddings, distance_distributions, distance_summary, select_samples
+from fedls.analysis.embeddings import (
+    EmbeddingConfig,
+    analyse_embeddings,
+    distance_distributions,
+    distance_summary,
+    select_samples,
+)
 from fedls.data import ArrayDataset
 from fedls.errors import ConfigError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fedls.attacks.gradient import recover_soft_label, reconstruct_image
+from fedls.attacks.gradient import reconstruct_image, recover_soft_label
 from fedls.attacks.gradient.reconstruction import hard_label
 from fedls.metrics.images import image_psnr
 from fedls.models import build_model

@@ -14,19 +14,10 @@ from fedls.attacks.model.losses import poincare_loss
 from fedls.attacks.model.ppa import optimise_latents, run_ppa, sample_latents, select_results
 from fedls.attacks.model.prior import load_or_train_prior, public_images, sample_prior, train_prior
 from fedls.data import load_dataset
-from fedls.errors import CheckpointError, ConfigError
+from fedls.errors import CheckpointError, ConfigError, DataError
 from fedls.metrics.inversion import accuracy_at_k, evaluate_inversion, knowledge_extraction, nearest_same_class_sq_distance
 from fedls.models import build_model
 from fedls.smoothing import label_smoothing_loss
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the machine is shared; one thread is also faster for these tiny models
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +133,7 @@ def test_prior_trains_generates_and_is_cached(digits, tmp_path):
     first.cache_file.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="delete the file"):
         load_or_train_prior("digits", digits.public, digits.image_shape, cfg, cache_dir=tmp_path)
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match="at least 2 public images"):
         train_prior(images[:1], cfg)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
 from typer.testing import CliRunner
 
 from fedls.cli import app
@@ -16,14 +14,6 @@ from fedls.models import build_model
 TINY = ["--pool", "60", "--candidates", "2", "--samples", "1", "--steps", "3", "--prior-steps", "3",
         "--surrogate-inits", "2", "--option", "eval_epochs=1", "--option", "selection_augmentations=2",
         "--option", "eval_surrogate_epochs=2", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_attack_model_command_writes_report(tmp_path):

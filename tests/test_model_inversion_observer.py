@@ -19,13 +19,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_observer_schedule_keys_and_images(tmp_path):
     splits = load_dataset("digits")

@@ -35,5 +35,5 @@ def build_observers(config: RunConfig, splits: DatasetSplits, device: torch.devi
     """Observers for every attack section the config switches on (in a fixed order)."""
     sections = {"gradient_attack": config.gradient_attack, "model_attack": config.model_attack}
     return [OBSERVERS.get(name)(options, config, splits, device) for name, options in sections.items() if options]
-from fedls.attacks.model import observer as _model_observer  # noqa: E402,F401  (registers "model_attack")
 from fedls.attacks.gradient import observer as _gradient_observer  # noqa: E402,F401  (registers "gradient_attack")
+from fedls.attacks.model import observer as _model_observer  # noqa: E402,F401  (registers "model_attack")

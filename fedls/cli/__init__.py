@@ -1,4 +1,7 @@
-"""The `fedls` command line. Each module below adds its commands to :data:`fedls.cli.app.app`."""
+"""The `fedls` command line. Each module below adds its commands to :data:`fedls.cli.app.app`;
+the import order is the order of `fedls --help`."""
+
+# isort: skip_file
 
 from __future__ import annotations
 

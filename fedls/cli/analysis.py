@@ -6,10 +6,10 @@ outputs to a fresh ``--out`` folder and prints a summary table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -66,9 +66,9 @@ def toy(
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """The 2-D toy example (seed 001 §3, Fig. 1/8): attack steps and distance to the target data per α."""
-    from fedls.outputs import prepare_output_dir
     from fedls.analysis.reports import write_toy_report
     from fedls.analysis.toy import ToyConfig, run_toy
+    from fedls.outputs import prepare_output_dir
 
     setup_logging(verbose)
     start_point = None
@@ -106,9 +106,9 @@ def embeddings(
 ) -> None:
     """Penultimate-layer geometry (seed 001 §4.3, Fig. 4/5): t-SNE, distance violins, TensorBoard projector."""
     from fedls.analysis.embeddings import EmbeddingConfig, analyse_embeddings
-    from fedls.outputs import prepare_output_dir
     from fedls.analysis.reports import write_embedding_report
     from fedls.analysis.runs import open_trained_run
+    from fedls.outputs import prepare_output_dir
 
     setup_logging(verbose)
     _run_dirs(run_dirs)
@@ -139,11 +139,11 @@ def robustness(
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """Adversarial robustness (seed 001 Appx. C.8, seed 004): FGSM, PGD variants, margin loss, transfer."""
-    from fedls.outputs import prepare_output_dir
     from fedls.analysis.reports import write_robustness_report
     from fedls.analysis.robustness import RobustnessConfig, evaluate_robustness, train_reference
     from fedls.analysis.runs import open_trained_run
     from fedls.federation.client import build_global_model
+    from fedls.outputs import prepare_output_dir
 
     setup_logging(verbose)
     _run_dirs([run_dir] + ([reference] if reference is not None else []))
@@ -179,12 +179,12 @@ def stages(
     """Attack-stage ablation (seed 001 §4.4, Appx. C.4): sampling, optimisation (gradient cosine), selection."""
     import dataclasses
 
-    from fedls.outputs import prepare_output_dir
     from fedls.analysis.reports import write_stages_report
     from fedls.analysis.runs import open_trained_run
     from fedls.analysis.stages import analyse_stages
     from fedls.attacks.model.config import ModelAttackOptions
     from fedls.attacks.model.session import InversionSession
+    from fedls.outputs import prepare_output_dir
 
     setup_logging(verbose)
     _run_dirs(run_dirs)

@@ -80,7 +80,8 @@ def simulate(
     """Run a Flower simulation of clients training with label smoothing (or another defense),
     evaluated and attacked by a curious server every round."""
     from fedls.attacks import build_observers
-    from fedls.federation.simulation import RunInterrupted, prepare, simulate as run
+    from fedls.federation.simulation import RunInterrupted, prepare
+    from fedls.federation.simulation import simulate as run
 
     setup_logging(verbose)
     cfg = build_config(

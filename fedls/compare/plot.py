@@ -17,7 +17,7 @@ def utility_privacy_plot(rows: list[dict[str, Any]], baseline: str, path: Path) 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, (key, label) in zip(axes, PANELS):
+    for ax, (key, label) in zip(axes, PANELS, strict=True):
         missing = []
         for row in rows:
             x, y = row.get(key), row.get("test_acc")

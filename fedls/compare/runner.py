@@ -159,7 +159,7 @@ def _write_outputs(experiment: Experiment, outcomes: list[SettingOutcome]) -> Co
     plot = utility_privacy_plot(rows, experiment.baseline, out / "utility_privacy.png")
     hparams_root = out / "hparams"
     by_name = {s.name: s for s in experiment.settings}
-    for row, (name, _, _, status, _) in zip(rows, entries):
+    for row, (name, _, _, status, _) in zip(rows, entries, strict=True):
         if status == "complete":
             metrics = {k: v for k, v in row.items() if k not in ("setting", "defense", "alpha")}
             write_hparams(hparams_root, name, by_name[name].config, metrics)

@@ -136,3 +136,22 @@ def split_indices(
         start = stop
     parts.append(np.sort(order[start:]))
     return parts
+
+
+def public_from_official_train(
+    name: str, train_all: ArrayDataset, test: ArrayDataset, public_fraction: float, seed: int, class_names: list[str]
+) -> DatasetSplits:
+    """Datasets with an official train/test split: a seeded ``public_fraction`` of the official
+    training images becomes the server's public data (disjoint samples, labels never handed to
+    an attack), the rest the private training data; the official test split is the test set."""
+    public_idx, train_idx = split_indices(len(train_all), (public_fraction, 0.0), seed)
+    return DatasetSplits(
+        name=name,
+        num_classes=len(class_names),
+        image_shape=tuple(train_all.images.shape[1:]),  # type: ignore[arg-type]
+        train=train_all.subset(train_idx),
+        test=test,
+        public=train_all.subset(public_idx),
+        public_kind="samples",
+        class_names=class_names,
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedls.data.base import ArrayDataset, DatasetSplits, split_indices
+from fedls.data.base import ArrayDataset, DatasetSplits, public_from_official_train
 from fedls.data.digits import resize
 from fedls.data.registry import DATASETS, DataOptions
 from fedls.errors import DataError
@@ -33,8 +33,7 @@ def _torchvision_split(name: str, root: Path, train: bool):  # noqa: ANN202 - to
 
 
 def load_cifar(name: str, options: DataOptions) -> DatasetSplits:
-    """The official train split is cut into private training data and the server's public data
-    (``public_fraction``, disjoint samples); the official test split is the test set."""
+    """Public data: a fraction of the official train split (see :func:`public_from_official_train`)."""
     root = options.data_dir or DEFAULT_ROOT
     parts = {}
     for train in (True, False):
@@ -44,18 +43,7 @@ def load_cifar(name: str, options: DataOptions) -> DatasetSplits:
             images = resize(images.float() / 127.5 - 1.0, options.image_size)
         parts[train] = ArrayDataset(images, torch.as_tensor(raw.targets))
         classes = list(raw.classes)
-    public_idx, train_idx = split_indices(len(parts[True]), (options.public_fraction, 0.0), options.seed)
-    size = options.image_size or 32
-    return DatasetSplits(
-        name=name,
-        num_classes=len(classes),
-        image_shape=(3, size, size),
-        train=parts[True].subset(train_idx),
-        test=parts[False],
-        public=parts[True].subset(public_idx),
-        public_kind="samples",
-        class_names=classes,
-    )
+    return public_from_official_train(name, parts[True], parts[False], options.public_fraction, options.seed, classes)
 
 
 @DATASETS.register("cifar10")

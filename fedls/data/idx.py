@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedls.data.base import ArrayDataset, DatasetSplits, split_indices
+from fedls.data.base import ArrayDataset, DatasetSplits, public_from_official_train
 from fedls.data.digits import resize
 from fedls.data.registry import DATASETS, DataOptions
 from fedls.errors import DataError
@@ -59,9 +59,7 @@ def _resolve_dir(name: str, data_dir: Path | None) -> Path:
 
 
 def load_idx_dataset(name: str, options: DataOptions) -> DatasetSplits:
-    """The official train split is cut into private training data and the server's public data
-    (``public_fraction``, disjoint samples, labels never handed to an attack); the official test
-    split is the held-out test set."""
+    """Public data: a fraction of the official train split (see :func:`public_from_official_train`)."""
     folder = _resolve_dir(name, options.data_dir)
     try:
         arrays = {
@@ -79,18 +77,8 @@ def load_idx_dataset(name: str, options: DataOptions) -> DatasetSplits:
 
     train_all = as_dataset(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"])
     test = as_dataset(arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])
-    public_idx, train_idx = split_indices(len(train_all), (options.public_fraction, 0.0), options.seed)
-    size = options.image_size or 28
-    return DatasetSplits(
-        name=name,
-        num_classes=10,
-        image_shape=(1, size, size),
-        train=train_all.subset(train_idx),
-        test=test,
-        public=train_all.subset(public_idx),
-        public_kind="samples",
-        class_names=FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)],
-    )
+    classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
+    return public_from_official_train(name, train_all, test, options.public_fraction, options.seed, classes)
 
 
 @DATASETS.register("fashion-mnist")

@@ -23,7 +23,6 @@ from fedls.federation.run_dir import RunDirectory
 from fedls.federation.tracking import RoundTracker
 from fedls.metrics.utility import evaluate
 from fedls.training.seeding import derive_seed, seed_everything
-
 from strategies.central_dp import CuriousCentralDP, central_dp_options
 from strategies.curious_fedavg import CuriousFedAvg, aggregate_client_metrics
 from strategies.observers import GroundTruth, RoundObserver, ServerView

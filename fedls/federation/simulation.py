@@ -38,10 +38,9 @@ def prepare(config: RunConfig) -> PreparedRun:
     Loading the dataset here (cached per process, so the server reuses it) turns a missing
     folder into an error before a run directory exists or Ray starts.
     """
+    from fedls.attacks import validate_attack_options
     from fedls.data import load_dataset_cached
     from fedls.federation.client import build_global_model, data_options
-
-    from fedls.attacks import validate_attack_options
 
     config.validate()
     validate_attack_options(config)

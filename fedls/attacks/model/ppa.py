@@ -201,7 +201,7 @@ def run_ppa(
         if progress is not None:
             progress("select", 1, 1)
     finally:
-        for p, flag in zip(target.parameters(), requires):
+        for p, flag in zip(target.parameters(), requires, strict=True):
             p.requires_grad_(flag)
     return AttackResult(
         images=images.cpu(),
