@@ -182,3 +182,14 @@ def test_shipped_experiment_files_validate(name, tmp_path):
     experiment = load_experiment(REPO / "experiments" / name, out=tmp_path)
     assert len(experiment.settings) >= 2
     assert len({s.config.dataset for s in experiment.settings}) == 1
+
+
+def test_a_finished_run_of_another_configuration_is_not_reused(tmp_path):
+    experiment = tiny_experiment(tmp_path / "c")
+    seen: list[str] = []
+    run_comparison(experiment, simulate_fn=fake_simulate(set(), seen))
+    other_seed = tiny_experiment(tmp_path / "c")
+    for setting in other_seed.settings:
+        setting.config.seed = 99
+    with pytest.raises(ConfigError, match="another configuration .*seed"):
+        run_comparison(other_seed, simulate_fn=fake_simulate(set(), seen))

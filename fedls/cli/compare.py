@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,10 +25,10 @@ def compare(
     setting: Annotated[Optional[list[str]], Opt("--setting", "-s", help="Ad-hoc setting NAME=DEFENSE\\[:key=value,...]\\[@ALPHA], repeatable, e.g. -s base=none -s neg=none@-0.05 -s mid=mid:beta=0.01")] = None,
     baseline: Annotated[Optional[str], Opt(help="Setting the changes are computed against. [default: the first]")] = None,
     config: Annotated[Optional[Path], Opt("--config", help="Ad-hoc mode: TOML with the shared run options (as for `fedls simulate`).")] = None,
-    dataset: Annotated[Optional[str], Opt(help="Ad-hoc mode: dataset. [default: digits]")] = None,
-    clients: Annotated[Optional[int], Opt(help="Ad-hoc mode: clients.")] = None,
-    rounds: Annotated[Optional[int], Opt(help="Ad-hoc mode: rounds.")] = None,
-    seed: Annotated[Optional[int], Opt(help="Ad-hoc mode: seed.")] = None,
+    dataset: Annotated[Optional[str], Opt(help="Dataset (overrides the file). [default: digits]")] = None,
+    clients: Annotated[Optional[int], Opt(help="Clients (overrides the file).")] = None,
+    rounds: Annotated[Optional[int], Opt(help="Rounds (overrides the file).")] = None,
+    seed: Annotated[Optional[int], Opt(help="Seed (overrides the file); use a new --out per seed.")] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu or cuda (overrides the file in both modes).")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
@@ -40,9 +41,8 @@ def compare(
         raise ConfigError("pass either --experiment FILE or at least two --setting entries (not both)")
     if experiment is not None:
         plan = load_experiment(experiment, out)
-        if device is not None:
-            for s in plan.settings:
-                s.config.device = device
+        shared = {"dataset": dataset, "clients": clients, "rounds": rounds, "seed": seed, "device": device}
+        plan.settings = [replace(s, config=s.config.with_overrides(**shared).validate()) for s in plan.settings]
     else:
         base = (RunConfig.from_toml(config) if config else RunConfig()).with_overrides(
             dataset=dataset, clients=clients, rounds=rounds, seed=seed, device=device

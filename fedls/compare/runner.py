@@ -18,7 +18,7 @@ from fedls.compare.experiment import Experiment, Setting
 from fedls.compare.hparams import write_hparams
 from fedls.compare.plot import utility_privacy_plot
 from fedls.compare.table import ResultTable, build_table, latest_metrics, row_values
-from fedls.errors import FedlsError
+from fedls.errors import ConfigError, FedlsError
 from fedls.federation.run_dir import CONFIG_FILE, RunDirectory
 from fedls.federation.server import RunInterrupted
 
@@ -120,6 +120,7 @@ def _run_setting(
     moved: Path | None = None
     if path.exists():
         if (path / CONFIG_FILE).exists() and RunDirectory(path).is_complete():
+            check_same_config(RunDirectory(path), setting)
             emit(ProgressEvent("setting-skipped", setting.name, index, total, rounds, rounds, message="already complete"))
             return SettingOutcome(setting.name, "skipped")
         moved = move_aside(path, out)
@@ -141,6 +142,22 @@ def _run_setting(
     seconds = time.perf_counter() - started
     emit(ProgressEvent("setting-done", setting.name, index, total, rounds, rounds, message=f"{seconds:.1f} s"))
     return SettingOutcome(setting.name, "complete", seconds, moved_aside=moved)
+
+
+IGNORED_KEYS = ("run_dir", "name", "device")  # where and on what a run ran, not what it is
+
+
+def check_same_config(run: RunDirectory, setting: Setting) -> None:
+    """A finished run is reused only if it was made with this setting's configuration; otherwise
+    resuming would silently report results of another experiment (e.g. another seed)."""
+    stored = {k: v for k, v in run.config().to_dict().items() if k not in IGNORED_KEYS}
+    wanted = {k: v for k, v in setting.config.to_dict().items() if k not in IGNORED_KEYS}
+    differing = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
+    if differing:
+        raise ConfigError(
+            f"{run.path} holds a finished run with another configuration ({', '.join(differing)}); "
+            "pass another --out or move that folder away"
+        )
 
 
 def _write_outputs(experiment: Experiment, outcomes: list[SettingOutcome]) -> ComparisonResult:
