@@ -136,20 +136,21 @@ class CuriousServer:
             round_started[0] = time.perf_counter()
             return MetricRecord({k: float(v) for k, v in utility.items()})
 
+        per_round = max(1, int(config.clients * config.fraction_train))
         strategy = CuriousFedAvg(
             schedule=config.schedule(),
             on_updates=on_updates if observers else None,
             probe_selector=_probe_selector(observers),
             fraction_train=config.fraction_train,
             fraction_evaluate=0.0,
-            min_train_nodes=max(1, int(config.clients * config.fraction_train)),
+            min_train_nodes=per_round,
             min_available_nodes=config.clients,
             train_metrics_aggr_fn=aggregate,
         )
         runner: Strategy = strategy
         if config.central_dp:
             noise, clip = central_dp_options(config.central_dp)
-            runner = CuriousCentralDP(strategy, noise, clip, num_sampled_clients=max(1, int(config.clients * config.fraction_train)))
+            runner = CuriousCentralDP(strategy, noise, clip, num_sampled_clients=per_round)
         tracker.start_round(0)
         try:
             result = runner.start(
