@@ -14,6 +14,16 @@ from fedls.errors import ConfigError
 from fedls.smoothing import SmoothingSchedule, validate_alpha
 
 
+def read_toml(path: Path, what: str, hint: str = "check the path") -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a one-line :class:`ConfigError`."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist; {hint}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}; fix the TOML") from None
+
+
 def parse_assignment(pair: str, example: str) -> tuple[str, Any]:
     """``KEY=VALUE`` from a command line; the value is read as a TOML scalar or array (as in a
     config file: ``0.01``, ``true``, ``[1, 2]``), anything else stays text."""
@@ -149,12 +159,7 @@ class RunConfig:
 
     @classmethod
     def from_toml(cls, path: Path) -> RunConfig:
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist; check the path") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}; fix the TOML") from None
+        data = read_toml(path, "config file")
         return cls.from_dict(data.get("run", data), source=str(path))
 
     def with_overrides(self, **overrides: Any) -> RunConfig:

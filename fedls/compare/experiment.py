@@ -27,12 +27,11 @@ the comparison is fair.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedls.config import RunConfig, parse_assignment
+from fedls.config import RunConfig, parse_assignment, read_toml
 from fedls.defenses import build_defense
 from fedls.errors import ConfigError
 
@@ -112,12 +111,7 @@ def build_experiment(
 
 def load_experiment(path: Path, out: Path | None = None) -> Experiment:
     """Read an experiment TOML file; ``out`` (e.g. from ``--out``) overrides its output folder."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"experiment file {path} does not exist; check the path (examples in experiments/)") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read experiment file {path}: {exc}; fix the TOML") from None
+    data = read_toml(path, "experiment file", "check the path (examples in experiments/)")
     unknown = sorted(set(data) - {"experiment", "base", "setting"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; use [experiment], [base] and [[setting]]")
