@@ -28,11 +28,14 @@ def _base_loss(labels: torch.Tensor, alpha: float):  # noqa: ANN202 - a BaseLoss
     return lambda logits: label_smoothing_loss(logits, labels, alpha)
 
 
+SGD_MOMENTUM = 0.9  # the clients' SGD recipe; the server's unrolled reconstruction assumes it too
+
+
 def make_optimizer(name: str, params: object, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)  # type: ignore[arg-type]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)  # type: ignore[arg-type]
+        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay)  # type: ignore[arg-type]
     raise ValueError(f"unknown optimizer {name!r}")
 
 

@@ -8,6 +8,7 @@ that label — and, as the baseline, with iDLG's hard label.
 from __future__ import annotations
 
 import logging
+import tomllib
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,10 @@ from fedls.attacks.gradient.gradients import estimate_gradient, head_gradient, h
 from fedls.attacks.gradient.label_recovery import LabelRecovery, recover_soft_label
 from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.attacks.gradient.reconstruction import ReconstructionResult, hard_label, reconstruct_image
+from fedls.attacks.gradient.unrolled import LocalRecipe, reconstruct_from_update
+from fedls.config import RunConfig
 from fedls.models.base import Classifier
+from fedls.training.local import SGD_MOMENTUM
 from strategies.observers import ClientUpdate, ServerView
 
 log = logging.getLogger(__name__)
@@ -70,7 +74,11 @@ def attack_update(
     )
     soft = hard = None
     if options.recon_steps > 0 and options.probe_batch == 1:
-        soft, hard = reconstruct_both(model, gradient, recovery, image_shape, options)
+        recipe = declared_recipe(update, view) if options.probe == "fedavg" else None
+        if recipe is not None:
+            soft, hard = reconstruct_both_unrolled(model, view, update, recovery, image_shape, options, recipe)
+        else:
+            soft, hard = reconstruct_both(model, gradient, recovery, image_shape, options)
     return ClientAttack(update.node_id, options.probe, recovery, soft, hard, client_id(update))
 
 
@@ -89,4 +97,37 @@ def reconstruct_both(
     common = dict(steps=options.recon_steps, lr=options.recon_lr, tv_weight=options.tv_weight, seed=options.seed)
     soft = reconstruct_image(model, tensors, label, image_shape, features=features, feature_weight=options.feature_weight if recovery.success else 0.0, **common)
     hard = reconstruct_image(model, tensors, hard_label(label), image_shape, **common)
+    return soft, hard
+
+
+def declared_recipe(update: ClientUpdate, view: ServerView) -> LocalRecipe | None:
+    """The client's local training as the server declared it (run config sent with the round) and
+    the client reported it (local steps). ``None`` when it cannot be unrolled (not SGD)."""
+    text = view.config.values.get("run-config")
+    steps = int(update.metrics.get("local_steps", 0))
+    if not text or steps < 1:
+        return None
+    run = RunConfig.from_dict(tomllib.loads(str(text)))
+    if run.optimizer != "sgd" or run.weight_decay:
+        return None
+    return LocalRecipe(steps=steps, lr=view.config.lr, momentum=SGD_MOMENTUM, max_grad_norm=run.max_grad_norm)
+
+
+def reconstruct_both_unrolled(
+    model: Classifier,
+    view: ServerView,
+    update: ClientUpdate,
+    recovery: LabelRecovery,
+    image_shape: tuple[int, int, int],
+    options: GradientAttackOptions,
+    recipe: LocalRecipe,
+) -> tuple[ReconstructionResult, ReconstructionResult]:
+    """FedAvg updates: match the observed weight change by unrolling the client's local steps,
+    with the recovered soft label and with the iDLG hard label."""
+    start = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in view.global_weights.items()}
+    delta = {k: torch.as_tensor(np.asarray(update.weights[k], dtype=np.float32)) - start[k] for k in start if k in update.weights}
+    label = torch.as_tensor(recovery.label, dtype=torch.float32)
+    common = dict(steps=options.recon_steps, lr=options.recon_lr, tv_weight=options.tv_weight, seed=options.seed)
+    soft = reconstruct_from_update(model, start, delta, label, image_shape, recipe, **common)
+    hard = reconstruct_from_update(model, start, delta, hard_label(label), image_shape, recipe, **common)
     return soft, hard
