@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits, load_dataset
 from fedls.errors import CheckpointError
@@ -30,6 +28,7 @@ def open_trained_run(path: Path) -> TrainedRun:
     """The run's final global model (``model.pt``) on the run's own dataset split, in eval mode."""
     from fedls.federation.client import build_global_model, data_options
     from fedls.federation.run_dir import RunDirectory
+    from fedls.models import load_weights
 
     if not path.is_dir():
         raise CheckpointError(f"run directory {path} does not exist; pass a folder under runs/")
@@ -39,9 +38,5 @@ def open_trained_run(path: Path) -> TrainedRun:
         raise CheckpointError(f"{path} has no final model ({run.model_path.name}); let the run finish or pick another run")
     splits = load_dataset(config.dataset, data_options(config))
     model = build_global_model(config, splits)
-    try:
-        state = torch.load(run.model_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001 - unpickling/shape errors all mean "unusable file"
-        raise CheckpointError(f"cannot load {run.model_path} ({type(exc).__name__}); is the run directory intact?") from None
+    load_weights(model, run.model_path)
     return TrainedRun(path, config, splits, model.eval())
