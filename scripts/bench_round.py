@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
+from fedls.assembly import build_global_model, data_options
 from fedls.config import RunConfig
 from fedls.data import load_dataset, partition
 from fedls.defenses import Defense, TrainingContext
-from fedls.federation.client import build_global_model, data_options
 from fedls.federation.resources import available_cpus
 from fedls.federation.simulation import simulate
 from fedls.training.local import train_local

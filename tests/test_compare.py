@@ -13,8 +13,8 @@ from fedls.compare.experiment import build_experiment, parse_setting_spec
 from fedls.compare.table import MISSING, build_table
 from fedls.config import RunConfig
 from fedls.errors import ConfigError, FedlsError
-from fedls.federation.run_dir import RunDirectory
 from fedls.federation.server import RunInterrupted
+from fedls.run_dir import RunDirectory
 
 TINY = {"dataset": "digits", "clients": 2, "rounds": 2, "local_epochs": 1, "batch_size": 32, "seed": 3, "device": "cpu"}
 REPO = Path(__file__).resolve().parents[1]

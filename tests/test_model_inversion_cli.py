@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from fedls.cli import app
 from fedls.config import RunConfig
-from fedls.federation.run_dir import RunDirectory
 from fedls.models import build_model
+from fedls.run_dir import RunDirectory
 
 TINY = ["--pool", "60", "--candidates", "2", "--samples", "1", "--steps", "3", "--prior-steps", "3",
         "--surrogate-inits", "2", "--option", "eval_epochs=1", "--option", "selection_augmentations=2",

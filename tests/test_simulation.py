@@ -9,9 +9,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fedls.config import RunConfig
-from fedls.federation.run_dir import RunDirectory
 from fedls.federation.simulation import SimulationResult, simulate
 from fedls.models import build_model
+from fedls.run_dir import RunDirectory
 
 ROUNDS = 3
 

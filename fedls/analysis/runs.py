@@ -26,9 +26,9 @@ class TrainedRun:
 
 def open_trained_run(path: Path) -> TrainedRun:
     """The run's final global model (``model.pt``) on the run's own dataset split, in eval mode."""
-    from fedls.federation.client import build_global_model, data_options
-    from fedls.federation.run_dir import RunDirectory
+    from fedls.assembly import build_global_model, data_options
     from fedls.models import load_weights
+    from fedls.run_dir import RunDirectory
 
     if not path.is_dir():
         raise CheckpointError(f"run directory {path} does not exist; pass a folder under runs/")

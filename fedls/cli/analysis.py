@@ -142,7 +142,7 @@ def robustness(
     from fedls.analysis.reports import write_robustness_report
     from fedls.analysis.robustness import RobustnessConfig, evaluate_robustness, train_reference
     from fedls.analysis.runs import open_trained_run
-    from fedls.federation.client import build_global_model
+    from fedls.assembly import build_global_model
     from fedls.outputs import prepare_output_dir
 
     setup_logging(verbose)

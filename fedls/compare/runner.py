@@ -19,8 +19,8 @@ from fedls.compare.hparams import write_hparams
 from fedls.compare.plot import utility_privacy_plot
 from fedls.compare.table import ResultTable, build_table, latest_metrics, row_values
 from fedls.errors import ConfigError, FedlsError
-from fedls.federation.run_dir import CONFIG_FILE, RunDirectory
 from fedls.federation.server import RunInterrupted
+from fedls.run_dir import CONFIG_FILE, RunDirectory
 
 log = logging.getLogger(__name__)
 ASIDE = "_aside"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedls.federation.run_dir import RunDirectory
+from fedls.run_dir import RunDirectory
 
 MISSING = "–"
 

@@ -6,7 +6,6 @@ import json
 import logging
 import tomllib
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,10 +13,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from torch.utils.data import Subset, TensorDataset
 
+from fedls.assembly import build_global_model, client_partition, load_splits
 from fedls.config import RunConfig
-from fedls.data import DataOptions, DatasetSplits, load_dataset_cached, partition
+from fedls.data import DatasetSplits
 from fedls.defenses import TrainingContext, build_defense
-from fedls.models import Classifier, build_model
 from fedls.training.local import train_local
 from fedls.training.probe import probe_gradient
 from fedls.training.seeding import derive_seed, seed_everything
@@ -27,30 +26,12 @@ log = logging.getLogger(__name__)
 STATE_KEY = "fedls-client-state"
 
 
-def data_options(config: RunConfig) -> DataOptions:
-    return DataOptions(
-        data_dir=Path(config.data_dir) if config.data_dir else None,
-        seed=config.seed,
-        image_size=config.image_size,
-        num_classes=config.num_classes,
-        samples_per_class=config.samples_per_class,
-    )
-
-
 @lru_cache(maxsize=4)
 def client_shards(config_toml: str) -> tuple[DatasetSplits, list[np.ndarray]]:
     """Dataset and partition, computed once per process (Ray actors serve many clients)."""
     config = RunConfig.from_dict(tomllib.loads(config_toml))
-    splits = load_dataset_cached(config.dataset, data_options(config))
-    shards = partition(splits.train_targets, config.clients, config.partition, config.seed, config.dirichlet_beta)
-    return splits, shards
-
-
-def build_global_model(config: RunConfig, splits: DatasetSplits) -> Classifier:
-    """The architecture every participant agrees on (defense changes included)."""
-    defense = build_defense(config.defense, config.defense_options)
-    model = build_model(config.model, splits.image_shape, splits.num_classes, Path(config.weights) if config.weights else None)
-    return defense.prepare_model(model)
+    splits = load_splits(config)
+    return splits, client_partition(config, splits)
 
 
 def _load_state(context: Context) -> dict:

@@ -17,9 +17,9 @@ from fedls.attacks import build_observers
 from fedls.config import RunConfig
 from fedls.federation.client import make_client_app
 from fedls.federation.resources import resolve_resources
-from fedls.federation.run_dir import RunDirectory
 from fedls.federation.server import CuriousServer
 from fedls.federation.simulation import summarise
+from fedls.run_dir import RunDirectory
 
 
 def config_from_run_config(run_config: dict[str, Any]) -> RunConfig:

@@ -14,14 +14,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDic
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
+from fedls.assembly import build_global_model, data_options
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits, load_dataset_cached
 from fedls.errors import FedlsError
-from fedls.federation.client import build_global_model, data_options
 from fedls.federation.resources import Resources
-from fedls.federation.run_dir import RunDirectory
 from fedls.federation.tracking import RoundTracker
 from fedls.metrics.utility import evaluate
+from fedls.run_dir import RunDirectory
 from fedls.training.seeding import derive_seed, seed_everything
 from strategies.central_dp import CuriousCentralDP, central_dp_options
 from strategies.curious_fedavg import CuriousFedAvg, aggregate_client_metrics

@@ -18,8 +18,8 @@ from fedls.config import RunConfig
 from fedls.errors import FedlsError
 from fedls.federation.client import make_client_app
 from fedls.federation.resources import Resources, resolve_resources
-from fedls.federation.run_dir import RunDirectory
 from fedls.federation.server import CuriousServer, ObserverFactory, RoundCallback, RunInterrupted, make_server_app
+from fedls.run_dir import RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,9 @@ def prepare(config: RunConfig) -> PreparedRun:
     Loading the dataset here (cached per process, so the server reuses it) turns a missing
     folder into an error before a run directory exists or Ray starts.
     """
+    from fedls.assembly import build_global_model, data_options
     from fedls.attacks import validate_attack_options
     from fedls.data import load_dataset_cached
-    from fedls.federation.client import build_global_model, data_options
 
     config.validate()
     validate_attack_options(config)

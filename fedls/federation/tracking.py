@@ -11,7 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 from fedls.data import to_unit_range
-from fedls.federation.run_dir import RunDirectory
+from fedls.run_dir import RunDirectory
 
 log = logging.getLogger(__name__)
 

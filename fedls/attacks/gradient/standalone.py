@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from fedls.assembly import data_options
 from fedls.attacks.gradient.attack import attack_update
 from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.attacks.gradient.scoring import comparison_grid, score_attack, true_features
@@ -22,10 +23,9 @@ from fedls.config import RunConfig
 from fedls.data import load_dataset
 from fedls.defenses import build_defense
 from fedls.errors import ConfigError
-from fedls.federation.client import data_options
-from fedls.federation.run_dir import RunDirectory
 from fedls.models import build_model
 from fedls.outputs import prepare_output_dir
+from fedls.run_dir import RunDirectory
 from fedls.training.probe import probe_gradient
 from strategies.observers import ClientUpdate, GroundTruth, RoundConfig, ServerView
 

@@ -22,9 +22,9 @@ from fedls.config import RunConfig
 from fedls.data import load_dataset, to_unit_range
 from fedls.data.registry import DataOptions
 from fedls.errors import CheckpointError, ConfigError
-from fedls.federation.run_dir import MODEL_FILE, RunDirectory
 from fedls.models import load_weights
 from fedls.outputs import prepare_output_dir
+from fedls.run_dir import MODEL_FILE, RunDirectory
 from fedls.training.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def attack_checkpoint(
     progress: TaskProgress | None = None,
 ) -> StandaloneReport:
     """Load a run's config and final model, invert it, evaluate, and write report.json + PNGs."""
-    from fedls.federation.client import build_global_model, data_options
+    from fedls.assembly import build_global_model, data_options
 
     run, model_file = locate_run(checkpoint)
     config: RunConfig = run.config()
