@@ -23,7 +23,7 @@ def data_options(config: RunConfig) -> DataOptions:
         seed=config.seed,
         image_size=config.image_size,
         num_classes=config.num_classes,
-        samples_per_class=config.samples_per_class,
+        samples_per_class=config.private_cap,
     )
 
 

@@ -33,7 +33,7 @@ def one_line(error: ValidationError, table: str) -> str:
     """The first problem of a pydantic report as one actionable line."""
     first = error.errors(include_url=False)[0]
     where = _location(first["loc"])
-    key = f"{table}.{where}" if where else table
+    key = f"{table}: {where}" if where else table
     if first["type"] == "extra_forbidden":
         return f"{key}: unknown option; check the spelling (see --help or the docs)"
     message = first["msg"].removeprefix("Value error, ")

@@ -25,6 +25,7 @@ from pydantic import Field
 from fedls.schema import Options
 
 OptimizerName = Literal["sgd", "adam"]
+ProbeMode = Literal["fedsgd", "fedavg"]
 SGD_MOMENTUM = 0.9  # the clients' SGD momentum: part of the declared recipe, not a hidden constant
 
 
@@ -49,6 +50,21 @@ class ClientRecipe(Options):
 
 
 @dataclass(frozen=True)
+class ProbeRequest:
+    """A *malicious* server's request that changes what one client does this round.
+
+    ``fedsgd``: also send the gradient of ``batch`` of your samples (seed 003's FedSGD setting).
+    ``fedavg``: train this round on exactly ``batch`` samples, so the update has a known truth.
+    ``mixup``: Beta parameter of the probe's mixup coefficient, 0 = off.
+    An honest-but-curious server sends none: the default threat mode changes nothing clients do.
+    """
+
+    mode: ProbeMode
+    batch: int = 1
+    mixup: float = 0.0
+
+
+@dataclass(frozen=True)
 class ClientUpdate:
     """One client's reply as the server receives it.
 
@@ -56,12 +72,14 @@ class ClientUpdate:
     ``gradient``: present only under the malicious FedSGD-probe threat mode: the gradient of
     the client's training loss on a few of its samples, name → array.
     ``client_id``: the client's stable id (its partition); Flower's node ids are random per run.
+    ``recipe``: the local training the client declares it ran (echoed in its reply).
     """
 
     node_id: int
     client_id: int
     num_examples: int
     local_steps: int
+    recipe: ClientRecipe
     weights: dict[str, np.ndarray]
     metrics: dict[str, float]
     gradient: dict[str, np.ndarray] | None = None

@@ -10,27 +10,11 @@ server. Client-side DP-SGD (``--defense dp``) does.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
-from fedls.errors import ConfigError
 from strategies.curious_fedavg import CuriousFedAvg
-
-OPTIONS = {"noise_multiplier", "clipping_norm"}
-
-
-def central_dp_options(options: dict[str, Any]) -> tuple[float, float]:
-    """Validated ``(noise_multiplier, clipping_norm)`` from the run config's ``central_dp`` table."""
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown central_dp option(s) {', '.join(unknown)}; allowed: clipping_norm, noise_multiplier")
-    noise = float(options.get("noise_multiplier", 1.0))
-    clip = float(options.get("clipping_norm", 1.0))
-    if noise < 0 or not clip > 0:
-        raise ConfigError(f"central_dp needs noise_multiplier >= 0 and clipping_norm > 0 (got {noise}, {clip})")
-    return noise, clip
 
 
 class CuriousCentralDP(DifferentialPrivacyServerSideFixedClipping):

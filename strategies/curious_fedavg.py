@@ -1,50 +1,61 @@
 """FedAvg run by an honest-but-curious server.
 
-It follows the protocol (sample clients, send the global model, average the replies) but
-hands every round's replies to its attack observers first, and schedules the α that
-clients train with. Attacks plug in as :class:`~strategies.observers.RoundObserver`s, so
-the training code never changes when an attack is added.
+It follows the protocol (sample clients, send the global model and the declared recipe,
+average the replies) but hands every round's replies to its attack observers first, and
+schedules the α that clients train with. The strategy only speaks Flower: what goes into
+and comes out of messages is encoded by :mod:`fedls.protocol`, what the attacks see is a
+:class:`~fedls.threat_model.ServerView`, and the ground truth travels apart.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedls import protocol
 from fedls.smoothing import SmoothingSchedule
-from strategies.observers import ClientUpdate, GroundTruth, RoundConfig, ServerView
+from fedls.threat_model import ClientRecipe, GroundTruth, ProbeRequest, ServerView
 
 log = logging.getLogger(__name__)
 
-GRADIENT_KEY = "gradient"  # reply record with a FedSGD probe gradient
-TRUTH_KEY = "ground-truth"  # reply record with the probe's true data (simulation only)
-TRUTH_EXTRA_KEY = "ground-truth-extra"  # ConfigRecord with scalars of the truth (alpha, mixup coefficient)
-PARTITION_KEY = "partition-id"  # reported by simulated clients; not averaged
-PROBE_CLIENTS_KEY = "probe-clients"  # train config: stable ids of the clients asked for a probe
-ProbeSelector = Callable[[int, list[int]], dict[int, dict[str, Any]]]
+ProbeSelector = Callable[[int, list[int]], dict[int, ProbeRequest]]
+UpdatesHook = Callable[[ServerView, Mapping[int, GroundTruth]], None]
+
+
+@dataclass(frozen=True)
+class ClientSetup:
+    """What every client needs besides the recipe: the run's static config and where to run."""
+
+    run_config_toml: str
+    device: str
+    threads: int
 
 
 def aggregate_client_metrics(contents: list[RecordDict], weight_key: str) -> MetricRecord:
     """Sample-weighted mean of each client metric, plus the number of clients and samples."""
-    total = sum(float(c["metrics"][weight_key]) for c in contents)
+    total = sum(float(_metrics(c)[weight_key]) for c in contents)
     sums: dict[str, float] = {}
     for content in contents:
-        metrics = content["metrics"]
+        metrics = _metrics(content)
         weight = float(metrics[weight_key])
         for key, value in metrics.items():
-            if key not in (weight_key, PARTITION_KEY) and isinstance(value, (int, float)):
+            if key not in protocol.NOT_AVERAGED and isinstance(value, (int, float)):
                 sums[key] = sums.get(key, 0.0) + float(value) * weight
     record = MetricRecord({key: value / max(total, 1.0) for key, value in sums.items()})
     record["num-examples"] = int(total)
     record["num-clients"] = len(contents)
     return record
+
+
+def _metrics(content: RecordDict) -> dict[str, Any]:
+    record = content[protocol.METRICS]
+    return dict(record) if isinstance(record, MetricRecord) else {}
 
 
 def short_reason(reason: str) -> str:
@@ -57,47 +68,34 @@ def short_reason(reason: str) -> str:
 
 
 def _client_order(message: Message) -> tuple[float, int]:
-    metrics = message.content["metrics"]
-    return float(metrics.get(PARTITION_KEY, -1)), message.metadata.src_node_id
-
-
-def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {name: array.numpy() for name, array in record.items()}
-
-
-def _ground_truth(node_id: int, record: ArrayRecord, extra: dict[str, float]) -> GroundTruth:
-    return GroundTruth(
-        node_id=node_id,
-        images=torch.from_numpy(record["images"].numpy().copy()),
-        targets=torch.from_numpy(record["targets"].numpy().copy()),
-        labels=torch.from_numpy(record["labels"].numpy().copy()),
-        extra=extra,
-    )
+    return float(_metrics(message.content).get(protocol.CLIENT_ID, -1)), message.metadata.src_node_id
 
 
 class CuriousFedAvg(FedAvg):
-    """FedAvg with per-round α, capture of client replies and attack hooks.
+    """FedAvg with per-round α and recipe, capture of client replies and attack hooks.
 
     ``on_updates(view, truth)`` is called with each round's :class:`ServerView` and, kept
-    apart, the ground truth of any probes. ``probe_selector(round, client_ids)`` decides which
-    clients (by stable id) are asked for a probe and with which extra config; every client
-    with such an id in the round's ``probe-clients`` list answers with a probe.
+    apart, the clients' ground truth. ``probe_selector(round, client_ids)`` — only under a
+    malicious threat mode — names the clients (stable ids) asked for a probe and how.
     """
 
     def __init__(
         self,
         schedule: SmoothingSchedule,
-        on_updates: Callable[[ServerView, dict[int, GroundTruth]], None] | None = None,
+        recipe: ClientRecipe,
+        setup: ClientSetup,
+        on_updates: UpdatesHook | None = None,
         probe_selector: ProbeSelector | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
         fedavg_kwargs.setdefault("train_metrics_aggr_fn", aggregate_client_metrics)
         super().__init__(**fedavg_kwargs)
         self.schedule = schedule
+        self.recipe = recipe
+        self.setup = setup
         self.on_updates = on_updates
         self.probe_selector = probe_selector
         self._sent: dict[int, ArrayRecord] = {}
-        self._round_config: dict[int, dict[str, Any]] = {}
         self.missing_clients: dict[int, list[str]] = {}
         self._captured: set[int] = set()
         self.sampled_clients: dict[int, int] = {}
@@ -105,28 +103,21 @@ class CuriousFedAvg(FedAvg):
     def alpha_for(self, server_round: int) -> float:
         return self.schedule.alpha_at(server_round)
 
+    def recipe_for(self, server_round: int) -> ClientRecipe:
+        return self.recipe.replace("recipe", alpha=self.alpha_for(server_round))
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        config = ConfigRecord(dict(config))
-        config["alpha"] = self.alpha_for(server_round)
-        messages = list(super().configure_train(server_round, arrays, config, grid))
+        # Probes are addressed by stable client id (the partition id), not by Flower's node ids,
+        # which are random per run: the same seed probes the same clients.
+        probes = self.probe_selector(server_round, list(range(self.min_available_nodes))) if self.probe_selector else {}
+        instructions = protocol.encode_instructions(
+            self.setup.run_config_toml, self.recipe_for(server_round), self.setup.device, self.setup.threads, probes
+        )
+        messages = list(super().configure_train(server_round, arrays, ConfigRecord({**dict(config), **dict(instructions)}), grid))
         self._sent = {server_round: arrays}
-        self._round_config[server_round] = dict(config)
         self.sampled_clients[server_round] = len(messages)
-        if self.probe_selector is not None and messages:
-            # Probes are addressed by stable client id (the simulation's partition id), not by
-            # Flower's node ids, which are random per run: the same seed probes the same clients.
-            probes = self.probe_selector(server_round, list(range(self.min_available_nodes)))
-            if probes:
-                probe_config = ConfigRecord({**dict(config), **next(iter(probes.values()))})
-                probe_config[PROBE_CLIENTS_KEY] = [int(c) for c in sorted(probes)]
-                for i, message in enumerate(messages):
-                    messages[i] = Message(
-                        content=RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: probe_config}),
-                        message_type=message.metadata.message_type,
-                        dst_node_id=message.metadata.dst_node_id,
-                    )
         return messages
 
     def capture(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
@@ -147,9 +138,7 @@ class CuriousFedAvg(FedAvg):
         if self.on_updates is not None and valid:
             self._observe(server_round, valid)
         for message in valid:
-            for key in (GRADIENT_KEY, TRUTH_KEY, TRUTH_EXTRA_KEY):
-                if key in message.content:
-                    del message.content[key]
+            protocol.strip_private(message.content)
         return valid
 
     def aggregate_train(
@@ -160,34 +149,15 @@ class CuriousFedAvg(FedAvg):
     def _observe(self, server_round: int, replies: list[Message]) -> None:
         updates, truth = [], {}
         for message in replies:
-            node = message.metadata.src_node_id
-            content = message.content
-            metrics = {k: float(v) for k, v in content["metrics"].items() if isinstance(v, (int, float))}
-            gradient = _arrays(content[GRADIENT_KEY]) if GRADIENT_KEY in content else None
-            updates.append(
-                ClientUpdate(
-                    node_id=node,
-                    num_examples=int(metrics.get(self.weighted_by_key, 0)),
-                    weights=_arrays(content[self.arrayrecord_key]),
-                    metrics=metrics,
-                    gradient=gradient,
-                )
-            )
-            if TRUTH_KEY in content:
-                extra_cfg = content[TRUTH_EXTRA_KEY] if TRUTH_EXTRA_KEY in content else {}
-                extra = {k: float(v) for k, v in extra_cfg.items()}
-                truth[node] = _ground_truth(node, content[TRUTH_KEY], extra)
-        cfg = self._round_config.get(server_round, {})
+            update, client_truth = protocol.decode_reply(message.metadata.src_node_id, message.content, self.weighted_by_key)
+            updates.append(update)
+            if client_truth is not None:
+                truth[update.client_id] = client_truth
         view = ServerView(
-            config=RoundConfig(
-                server_round=server_round,
-                alpha=float(cfg.get("alpha", 0.0)),
-                lr=float(cfg.get("lr", 0.0)),
-                local_epochs=int(cfg.get("local-epochs", 1)),
-                batch_size=int(cfg.get("batch-size", 1)),
-                values=cfg,
-            ),
-            global_weights=_arrays(self._sent[server_round]),
+            server_round=server_round,
+            recipe=self.recipe_for(server_round),
+            global_weights={name: array.numpy() for name, array in self._sent[server_round].items()},
             updates=updates,
         )
-        self.on_updates(view, truth)  # type: ignore[misc]
+        if self.on_updates is not None:
+            self.on_updates(view, truth)

@@ -129,13 +129,13 @@ def test_bido_loss_terms(digits):
     ("name", "options", "match"),
     [
         ("mid", {"betta": 0.1}, "unknown option"),
-        ("mid", {"beta": -1}, "out of range"),
-        ("mid", {"bottleneck": 0}, "whole number"),
-        ("bido", {"lambda_x": "a"}, "must be a number"),
+        ("mid", {"beta": -1}, "beta: Input should be greater than or equal to 0"),
+        ("mid", {"bottleneck": 0}, "bottleneck: Input should be greater than or equal to 1"),
+        ("bido", {"lambda_x": "a"}, "lambda_x: Input should be a valid number"),
         ("bido", {"layers": []}, "layers"),
         ("dp", {}, "exactly one"),
         ("dp", {"epsilon": 1.0, "noise_multiplier": 1.0}, "exactly one"),
-        ("dp", {"noise_multiplier": 1.0, "delta": 2}, "out of range"),
+        ("dp", {"noise_multiplier": 1.0, "delta": 2}, "delta: Input should be less than 1"),
         ("none", {}, None),
     ],
 )

@@ -1,4 +1,5 @@
-"""The curious FedAvg on hand-made replies: α schedule, failing clients, probe capture, order."""
+"""The curious FedAvg and the wire protocol on hand-made replies: α schedule, the declared
+recipe, failing clients, probe capture with the truth kept apart, averaging order."""
 
 from __future__ import annotations
 
@@ -6,13 +7,23 @@ import time
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, RecordDict
 from flwr.app.message.message import make_message
 
+from fedls import protocol
+from fedls.config import RunConfig
 from fedls.errors import ConfigError
 from fedls.smoothing import SmoothingSchedule
-from strategies.curious_fedavg import GRADIENT_KEY, TRUTH_EXTRA_KEY, TRUTH_KEY, CuriousFedAvg
-from strategies.observers import GroundTruth, ServerView
+from fedls.threat_model import ClientRecipe, GroundTruth, ProbeRequest, ServerView
+from strategies.curious_fedavg import ClientSetup, CuriousFedAvg
+
+RECIPE = ClientRecipe(lr=0.1, local_epochs=1, batch_size=4, alpha=0.0)
+SETUP = ClientSetup(RunConfig().to_toml(), "cpu", 1)
+
+
+def _strategy(schedule: SmoothingSchedule, **kwargs: object) -> CuriousFedAvg:
+    return CuriousFedAvg(schedule, RECIPE, SETUP, **kwargs)  # type: ignore[arg-type]
 
 
 def _metadata(src: int) -> Metadata:
@@ -22,23 +33,15 @@ def _metadata(src: int) -> Metadata:
     )
 
 
-def _reply(node: int, value: float, n: int, partition: int, probe: bool = False) -> Message:
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord({"w": Array(np.full(3, value, dtype=np.float32))}),
-            "metrics": MetricRecord({"num-examples": n, "partition-id": partition, "train_loss": value}),
-        }
+def _reply(node: int, value: float, n: int, client: int, probe: bool = False) -> Message:
+    truth = GroundTruth(client, np.array([n, 0, 0]), 0.1,
+                        images=torch.zeros(1, 1, 2, 2) if probe else None,
+                        targets=torch.eye(3)[:1] if probe else None,
+                        labels=torch.zeros(1, dtype=torch.long) if probe else None)
+    content = protocol.encode_reply(
+        {"w": torch.full((3,), value)}, client, n, 3, RECIPE.replace("recipe", alpha=0.1), {"train_loss": value}, truth,
+        gradient={"w": np.ones(3, dtype=np.float32)} if probe else None,
     )
-    if probe:
-        content[GRADIENT_KEY] = ArrayRecord({"w": Array(np.ones(3, dtype=np.float32))})
-        content[TRUTH_KEY] = ArrayRecord(
-            {
-                "images": Array(np.zeros((1, 1, 2, 2), np.float32)),
-                "targets": Array(np.eye(3, dtype=np.float32)[:1]),
-                "labels": Array(np.zeros(1, np.int64)),
-            }
-        )
-        content[TRUTH_EXTRA_KEY] = ConfigRecord({"alpha": 0.1})
     return make_message(_metadata(node), content=content)
 
 
@@ -46,29 +49,35 @@ def _error(node: int) -> Message:
     return make_message(_metadata(node), error=Error(code=0, reason="client crashed"))
 
 
-def test_failing_client_is_recorded_and_the_round_goes_on() -> None:
+def test_failing_client_is_recorded_and_the_truth_travels_apart() -> None:
     seen: list[tuple[ServerView, dict[int, GroundTruth]]] = []
-    strategy = CuriousFedAvg(SmoothingSchedule(-0.1, 1, 1), on_updates=lambda v, t: seen.append((v, t)))
+    strategy = _strategy(SmoothingSchedule(-0.1, 1, 1), on_updates=lambda v, t: seen.append((v, dict(t))))
     strategy._sent = {1: ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})}
     replies = [_reply(11, 1.0, 10, 0, probe=True), _error(12), _reply(13, 3.0, 30, 2)]
     arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
     assert np.allclose(arrays["w"].numpy(), 2.5)  # (1·10 + 3·30) / 40
     assert metrics["num-clients"] == 2 and metrics["num-examples"] == 40
     assert "partition-id" not in metrics
     assert strategy.missing_clients[1] == ["node 12: client crashed"]
     view, truth = seen[0]
-    assert [u.node_id for u in view.updates] == [11, 13]
+    assert [u.client_id for u in view.updates] == [0, 2] and [u.node_id for u in view.updates] == [11, 13]
+    assert [u.local_steps for u in view.updates] == [3, 3]
+    assert view.updates[0].recipe.alpha == pytest.approx(0.1) and view.recipe.lr == pytest.approx(0.1)
     assert view.updates[0].gradient is not None and view.updates[1].gradient is None
-    assert set(truth) == {11} and truth[11].extra == {"alpha": 0.1}
-    # the attack's view carries no ground truth anywhere
-    assert all(not hasattr(u, "images") for u in view.updates)
+    assert set(truth) == {0, 2} and truth[0].images is not None and truth[2].images is None
+    assert truth[0].label_counts.tolist() == [10, 0, 0]
+    # nothing of the truth is left in what Flower averages
+    for reply in replies[::2]:
+        assert set(reply.content.keys()) == {protocol.ARRAYS, protocol.METRICS}
 
 
 def test_replies_are_averaged_in_client_order() -> None:
-    strategy = CuriousFedAvg(SmoothingSchedule(0.0))
+    strategy = _strategy(SmoothingSchedule(0.0))
     values = [0.1, 0.7, 0.3]
     forward = strategy.aggregate_train(1, [_reply(20 + i, v, 7, i) for i, v in enumerate(values)])[0]
-    backward = strategy.aggregate_train(1, [_reply(20 + i, v, 7, i) for i, v in reversed(list(enumerate(values)))])[0]
+    backward = strategy.aggregate_train(2, [_reply(20 + i, v, 7, i) for i, v in reversed(list(enumerate(values)))])[0]
+    assert forward is not None and backward is not None
     assert forward["w"].numpy().tobytes() == backward["w"].numpy().tobytes()
 
 
@@ -81,30 +90,41 @@ def test_client_error_reasons_are_shortened() -> None:
 
 
 @pytest.mark.parametrize(("round_", "alpha"), [(1, 0.0), (2, -0.05), (3, -0.1)])
-def test_alpha_follows_the_schedule(round_: int, alpha: float) -> None:
-    assert CuriousFedAvg(SmoothingSchedule(-0.1, 1, 2)).alpha_for(round_) == pytest.approx(alpha)
+def test_alpha_follows_the_schedule_and_reaches_the_recipe(round_: int, alpha: float) -> None:
+    strategy = _strategy(SmoothingSchedule(-0.1, 1, 2))
+    assert strategy.alpha_for(round_) == pytest.approx(alpha)
+    assert strategy.recipe_for(round_).alpha == pytest.approx(alpha)
+
+
+def test_instructions_round_trip_and_probes_reach_only_the_asked_clients() -> None:
+    probes = {2: ProbeRequest("fedsgd", 4, 0.5)}
+    record = protocol.encode_instructions("x = 1", RECIPE, "cpu", 2, probes)
+    record[protocol.ROUND] = 3
+    asked = protocol.decode_instructions(ConfigRecord(dict(record)), client_id=2)
+    other = protocol.decode_instructions(ConfigRecord(dict(record)), client_id=1)
+    assert asked.recipe == RECIPE and asked.server_round == 3 and asked.threads == 2
+    assert asked.probe == ProbeRequest("fedsgd", 4, 0.5) and other.probe is None
 
 
 def test_central_dp_clips_the_release_but_the_server_sees_raw_updates() -> None:
-    from strategies.central_dp import CuriousCentralDP, central_dp_options
+    from strategies.central_dp import CuriousCentralDP
 
     seen: list[ServerView] = []
-    curious = CuriousFedAvg(SmoothingSchedule(0.0), on_updates=lambda v, t: seen.append(v))
+    curious = _strategy(SmoothingSchedule(0.0), on_updates=lambda v, t: seen.append(v))
     curious._sent = {1: ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})}
     wrapper = CuriousCentralDP(curious, noise_multiplier=0.0, clipping_norm=1.0, num_sampled_clients=2)
     wrapper.current_arrays = curious._sent[1]
     arrays, _ = wrapper.aggregate_train(1, [_reply(31, 10.0, 5, 0, probe=True), _reply(32, 10.0, 5, 1)])
+    assert arrays is not None
     # each update (norm 10·√3) is clipped to norm 1 before averaging
     assert np.isclose(np.linalg.norm(arrays["w"].numpy()), 1.0, atol=1e-5)
     # ... but the curious server observed the raw updates and the probe first
     assert np.allclose(seen[0].updates[0].weights["w"], 10.0) and seen[0].updates[0].gradient is not None
     assert len(seen) == 1  # observed once per round, not again by the inner aggregation
-    with pytest.raises(ConfigError, match="unknown central_dp"):
-        central_dp_options({"sigma": 1.0})
 
 
 def test_run_config_rejects_bad_central_dp() -> None:
-    from fedls.config import RunConfig
-
-    with pytest.raises(ConfigError, match="clipping_norm > 0"):
+    with pytest.raises(ConfigError, match="central_dp: clipping_norm"):
         RunConfig(central_dp={"clipping_norm": 0}).validate()
+    with pytest.raises(ConfigError, match="central_dp: sigma: unknown option"):
+        RunConfig(central_dp={"sigma": 1.0}).validate()

@@ -27,18 +27,20 @@ def attack_gradient(
 ) -> None:
     """Recover soft labels (and optionally images) from single-sample gradients."""
     from fedls.attacks.gradient.options import GradientAttackOptions
-    from fedls.attacks.gradient.standalone import run_standalone_attack
     from fedls.config import RunConfig
     from fedls.errors import ConfigError
+    from fedls.studies.gradient_inversion import run_gradient_study
 
     setup_logging(verbose)
     try:
         indices = [int(s) for s in samples.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--samples must be comma-separated integers (got {samples!r})") from None
-    options = GradientAttackOptions.from_dict({"mixup": mixup, "recon_steps": recon_steps, "tv_weight": tv_weight})
-    config = RunConfig(model=model, dataset=dataset, seed=seed)
-    report = run_standalone_attack(config, indices, alpha, options, out, run_dir=run)
+    options = GradientAttackOptions.parse(
+        {"threat": "malicious-fedsgd", "mixup": mixup, "recon_steps": recon_steps, "tv_weight": tv_weight}, "gradient attack"
+    )
+    config = RunConfig.parse({"model": model, "dataset": dataset, "seed": seed, "alpha": alpha}, "flags")
+    report = run_gradient_study(config, indices, alpha, options, out, run_dir=run)
     table = Table(title="gradient attack (soft-label recovery)")
     columns = ["sample", "true_label", "recovered_label", "label_success", "alpha_hat", "label_max_error", "recon_psnr", "idlg_psnr"]
     for column in columns:

@@ -20,11 +20,7 @@ def build_config(config_file: Path | None, **flags: Any) -> RunConfig:
     """TOML file (if any) first, then every flag the user actually passed."""
     base = RunConfig.from_toml(config_file) if config_file is not None else RunConfig()
     sections = {key: flags.pop(key) for key in ("central_dp", "gradient_attack", "model_attack") if key in flags}
-    config = base.with_overrides(**flags)
-    for key, values in sections.items():
-        if values:
-            setattr(config, key, {**getattr(config, key), **values})
-    return config.validate()
+    return base.with_overrides(**flags).merged_sections(**sections).validate()
 
 
 def _drop_none(**values: Any) -> dict[str, Any]:
@@ -49,7 +45,7 @@ def simulate(
     data_dir: Annotated[Optional[str], Opt(help="Folder with the dataset's files (not needed for digits).")] = None,
     image_size: Annotated[Optional[int], Opt(help="Resize images to this many pixels (default: the dataset's own).")] = None,
     num_classes: Annotated[Optional[int], Opt(help="Identity datasets: keep the N identities with most images; the rest become the server's public data.")] = None,
-    samples_per_class: Annotated[Optional[int], Opt(help="Cap the private training data at N images per class (seed 001 Appx. C.3).")] = None,
+    private_cap: Annotated[Optional[int], Opt(help="Cap the private training data at N images per class (Struppek et al. 2024, Appx. C.3).")] = None,
     partition: Annotated[Optional[str], Opt(help="How clients' shards are drawn: iid, dirichlet, by-class. [default: iid]")] = None,
     dirichlet_beta: Annotated[Optional[float], Opt(help="Dirichlet concentration β; smaller → more label skew. [default: 0.5]")] = None,
     model: Annotated[Optional[str], Opt(help="cnn, cnn-nobias, cnn-batchnorm, mlp, resnet18, resnet50, resnet152, facenet. [default: cnn]")] = None,
@@ -64,7 +60,9 @@ def simulate(
     client_cpus: Annotated[Optional[float], Opt(help="CPU cores per client (Ray resources). [default: 1]")] = None,
     client_gpus: Annotated[Optional[float], Opt(help="GPUs per client; fractional values share a GPU. [default: shared evenly on CUDA, 0 on CPU]")] = None,
     round_timeout: Annotated[Optional[float], Opt(help="Seconds the server waits for a round's replies. [default: 600]")] = None,
-    probe: Annotated[Optional[str], Opt(help="Gradient inversion of client updates: fedsgd (clients send a B-sample gradient) or fedavg (server estimates it from the weight update). Off unless given.")] = None,
+    attacks: Annotated[Optional[str], Opt(help="Attacks of the curious server: none, gradient, model, all. [default: all]")] = None,
+    threat: Annotated[Optional[str], Opt(help="Gradient attack threat mode: honest (reads real FedAvg updates), malicious-fedsgd or malicious-fedavg (probes change what clients do). [default: honest]")] = None,
+    ray_address: Annotated[Optional[str], Opt(help="Address of an existing Ray cluster. [default: start a local one]")] = None,
     attack_clients: Annotated[Optional[int], Opt(help="Clients attacked per round by gradient inversion. [default: 1]")] = None,
     probe_batch: Annotated[Optional[int], Opt(help="Samples in a FedSGD probe (1 = exact analytic recovery). [default: 1]")] = None,
     mixup: Annotated[Optional[float], Opt(help="Probe clients train with mixup, coefficient ~ Beta(a, a); 0 = off. [default: 0]")] = None,
@@ -89,15 +87,16 @@ def simulate(
         **_drop_none(
             clients=clients, alpha=alpha, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
             optimizer=optimizer, weight_decay=weight_decay, max_grad_norm=max_grad_norm, warmup_rounds=warmup_rounds, ramp_rounds=ramp_rounds, dataset=dataset,
-            data_dir=data_dir, image_size=image_size, num_classes=num_classes, samples_per_class=samples_per_class,
+            data_dir=data_dir, image_size=image_size, num_classes=num_classes, private_cap=private_cap,
             partition=partition,
             dirichlet_beta=dirichlet_beta, model=model, weights=weights, defense=defense,
             fraction_train=fraction_train, seed=seed, device=device, client_cpus=client_cpus,
             client_gpus=client_gpus, round_timeout=round_timeout, run_dir=run_dir, name=name,
             defense_options=dict(parse_assignment(p, "--defense-option beta=0.01") for p in defense_option) if defense_option else None,
             central_dp=_drop_none(noise_multiplier=central_dp_noise, clipping_norm=central_dp_clip),
-            gradient_attack=_drop_none(probe=probe, clients=attack_clients, probe_batch=probe_batch, mixup=mixup, recon_steps=recon_steps),
-            model_attack=_drop_none(every=mia_every, samples_per_class=mia_samples, classes=parse_classes(mia_classes)),
+            attacks=attacks, ray_address=ray_address,
+            gradient_attack=_drop_none(threat=threat, clients=attack_clients, probe_batch=probe_batch, mixup=mixup, recon_steps=recon_steps),
+            model_attack=_drop_none(every=mia_every, ppa=_drop_none(samples_per_class=mia_samples, classes=parse_classes(mia_classes)) or None),
         ),
     )
     prepared = prepare(cfg)

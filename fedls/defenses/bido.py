@@ -27,12 +27,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, StrictInt
 
 from fedls.defenses import DEFENSES
 from fedls.defenses.base import BaseLoss, Defense
-from fedls.defenses.options import check_keys, number
 from fedls.errors import ConfigError
 from fedls.models.base import Classifier
+from fedls.schema import Options
 
 EPS = 1e-12
 MIN_BATCH = 4
@@ -102,13 +103,16 @@ class BiDODefense(Defense):
         return total, {"bido_hsic_x": float(hx.detach()), "bido_hsic_y": float(hy.detach())}
 
 
+class BiDOOptions(Options):
+    """``[defense_options]`` of ``bido`` (BiDO-HSIC, Peng et al. 2022)."""
+
+    lambda_x: float = Field(0.05, ge=0.0, le=100.0, description="weight of nHSIC(Z, X), the input-dependence penalty")
+    lambda_y: float = Field(0.5, ge=0.0, le=100.0, description="weight of nHSIC(Z, Y), the label-dependence reward")
+    sigma: float = Field(5.0, gt=0.0, le=1e6, description="Gaussian kernel width, scaled by sqrt(dimension)")
+    layers: list[StrictInt] | None = Field(None, min_length=1, description="hidden blocks to regularise, e.g. [0, 1, 2]; default all")
+
+
 @DEFENSES.register("bido")
 def build_bido(options: dict[str, Any]) -> Defense:
-    check_keys("bido", options, {"lambda_x", "lambda_y", "sigma", "layers"})
-    lambda_x = number("bido", options, "lambda_x", 0.05, low=0.0, high=100.0)
-    lambda_y = number("bido", options, "lambda_y", 0.5, low=0.0, high=100.0)
-    sigma = number("bido", options, "sigma", 5.0, low=0.0, high=1e6, low_open=True)
-    layers = options.get("layers")
-    if layers is not None and (not isinstance(layers, list) or not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers)):
-        raise ConfigError(f"defense 'bido': layers must be a non-empty list of block indices, e.g. [0, 1, 2] (got {layers!r})")
-    return BiDODefense(lambda_x, lambda_y, sigma, layers)
+    parsed = BiDOOptions.parse(options, "defense_options (bido)")
+    return BiDODefense(parsed.lambda_x, parsed.lambda_y, parsed.sigma, list(parsed.layers) if parsed.layers else None)

@@ -24,14 +24,15 @@ import warnings
 from typing import Any
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
 from fedls.defenses import DEFENSES
 from fedls.defenses.base import Defense, TrainingContext
-from fedls.defenses.options import check_keys, number, whole
 from fedls.errors import ConfigError
 from fedls.models.base import Classifier
+from fedls.schema import Options
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +144,24 @@ class DPDefense(Defense):
         return model._module if isinstance(model, GradSampleModule) else model
 
 
+class DPOptions(Options):
+    """``[defense_options]`` of ``dp``: Opacus DP-SGD on every client, ε accounted across rounds.
+    Exactly one of ``epsilon`` (a target over the planned rounds) or ``noise_multiplier``."""
+
+    epsilon: float | None = Field(None, gt=0.0, le=1e4, description="target ε over all rounds")
+    noise_multiplier: float | None = Field(None, gt=0.0, le=1e4, description="fixed noise multiplier")
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="δ of (ε, δ)-DP, below 1/n")
+    max_grad_norm: float = Field(1.0, gt=0.0, le=1e6, description="per-sample clipping norm")
+    rounds: int | None = Field(None, ge=1, description="planned rounds for the ε target; default: the run's rounds")
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> DPOptions:
+        if (self.epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError("set exactly one of epsilon (target) or noise_multiplier")
+        return self
+
+
 @DEFENSES.register("dp")
 def build_dp(options: dict[str, Any]) -> Defense:
-    check_keys("dp", options, {"epsilon", "delta", "noise_multiplier", "max_grad_norm", "rounds"})
-    if ("epsilon" in options) == ("noise_multiplier" in options):
-        raise ConfigError("defense 'dp': set exactly one of defense_options.epsilon (target) or noise_multiplier")
-    delta = number("dp", options, "delta", 1e-5, low=0.0, high=1.0, low_open=True)
-    if delta >= 1.0:
-        raise ConfigError("defense 'dp': delta must be < 1 (e.g. 1e-5, below 1/n)")
-    norm = number("dp", options, "max_grad_norm", 1.0, low=0.0, high=1e6, low_open=True)
-    noise = number("dp", options, "noise_multiplier", 1.0, low=0.0, high=1e4, low_open=True) if "noise_multiplier" in options else None
-    epsilon = number("dp", options, "epsilon", 1.0, low=0.0, high=1e4, low_open=True) if "epsilon" in options else None
-    rounds = whole("dp", options, "rounds", 1) if "rounds" in options else None
-    return DPDefense(norm, delta, noise, epsilon, rounds)
+    parsed = DPOptions.parse(options, "defense_options (dp)")
+    return DPDefense(parsed.max_grad_norm, parsed.delta, parsed.noise_multiplier, parsed.epsilon, parsed.rounds)

@@ -23,13 +23,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from fedls.defenses import DEFENSES
 from fedls.defenses.base import BaseLoss, Defense
-from fedls.defenses.options import check_keys, number, whole
 from fedls.errors import ConfigError
 from fedls.models.base import Classifier
+from fedls.schema import Options
 
 SOFTPLUS_SHIFT = 5.0
 
@@ -94,9 +95,14 @@ class MIDDefense(Defense):
         return ce + self.beta * kl, {"mid_kl": float(kl.detach()), "mid_ce": float(ce.detach())}
 
 
+class MIDOptions(Options):
+    """``[defense_options]`` of ``mid`` (Wang et al. 2021, Appx. B.5 of Struppek et al. 2024)."""
+
+    beta: float = Field(0.003, ge=0.0, le=10.0, description="weight of the KL term (0.003–0.01 in the papers)")
+    bottleneck: int | None = Field(None, ge=1, description="bottleneck width; default: the head's input width")
+
+
 @DEFENSES.register("mid")
 def build_mid(options: dict[str, Any]) -> Defense:
-    check_keys("mid", options, {"beta", "bottleneck"})
-    beta = number("mid", options, "beta", 0.003, low=0.0, high=10.0)
-    bottleneck = whole("mid", options, "bottleneck", 1) if "bottleneck" in options else None
-    return MIDDefense(beta, bottleneck)
+    parsed = MIDOptions.parse(options, "defense_options (mid)")
+    return MIDDefense(parsed.beta, parsed.bottleneck)

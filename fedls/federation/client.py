@@ -1,4 +1,4 @@
-"""The Flower ClientApp: one simulated client trains the global model on its shard."""
+"""The Flower ClientApp: one client trains the global model on its shard with the declared recipe."""
 
 from __future__ import annotations
 
@@ -9,29 +9,31 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
+from fedls import protocol
 from fedls.assembly import build_global_model, client_partition, load_splits
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits
 from fedls.defenses import TrainingContext, build_defense
+from fedls.threat_model import GroundTruth, ProbeRequest
 from fedls.training.local import train_local
-from fedls.training.probe import probe_gradient
+from fedls.training.probe import ProbeResult, probe_gradient
 from fedls.training.seeding import derive_seed, seed_everything
-from strategies.curious_fedavg import GRADIENT_KEY, PARTITION_KEY, PROBE_CLIENTS_KEY, TRUTH_EXTRA_KEY, TRUTH_KEY
 
 log = logging.getLogger(__name__)
 STATE_KEY = "fedls-client-state"
+PROBE_STREAM = 7_919  # a separate random stream: a probe never shifts the training draws
 
 
 @lru_cache(maxsize=4)
-def client_shards(config_toml: str) -> tuple[DatasetSplits, list[np.ndarray]]:
-    """Dataset and partition, computed once per process (Ray actors serve many clients)."""
-    config = RunConfig.from_dict(tomllib.loads(config_toml))
+def client_shards(config_toml: str) -> tuple[RunConfig, DatasetSplits, list[np.ndarray]]:
+    """Config, dataset and partition, computed once per process (Ray actors serve many clients)."""
+    config = RunConfig.from_dict(tomllib.loads(config_toml), "run config on the wire")
     splits = load_splits(config)
-    return splits, client_partition(config, splits)
+    return config, splits, client_partition(config, splits)
 
 
 def _load_state(context: Context) -> dict:
@@ -44,68 +46,67 @@ def _save_state(context: Context, state: dict) -> None:
     context.state[STATE_KEY] = ConfigRecord({"json": json.dumps(state)})
 
 
+def label_counts(labels: np.ndarray | torch.Tensor, num_classes: int) -> np.ndarray:
+    """How many samples of each class a client's local data holds (ground truth for scorers)."""
+    return np.bincount(np.asarray(labels, dtype=np.int64).reshape(-1), minlength=num_classes)
+
+
+def _probe(request: ProbeRequest, model: torch.nn.Module, shard: Dataset, alpha: float, seed: int, device: torch.device) -> ProbeResult:
+    generator = torch.Generator().manual_seed(seed)
+    return probe_gradient(model, shard, alpha, request.batch, generator, device, mixup_beta=request.mixup or None)
+
+
 def train_client(msg: Message, context: Context) -> Message:
-    """Local training of one round; optionally also the FedSGD probe the server asked for."""
-    cfg = msg.content["config"]
-    config_toml = str(cfg["run-config"])
-    config = RunConfig.from_dict(tomllib.loads(config_toml))
-    partition_id = int(context.node_config["partition-id"])
+    """Local training of one round; under a malicious threat mode also the probe it asks for."""
+    client_id = int(context.node_config["partition-id"])
+    raw = msg.content["config"]
+    if not isinstance(raw, ConfigRecord):
+        raise TypeError("the round's message has no config record")
+    instructions = protocol.decode_instructions(raw, client_id)
+    config, splits, shards = client_shards(instructions.run_config_toml)
     num_partitions = int(context.node_config.get("num-partitions", config.clients))
     if num_partitions != config.clients:
         # Under `flwr run` the federation's supernode count is set outside the run config.
-        raise ValueError(
-            f"the federation has {num_partitions} supernodes but the run config says clients={config.clients}; make them equal"
-        )
-    server_round = int(cfg["server-round"])
-    alpha = float(cfg["alpha"])
-    device = torch.device(str(cfg["device"]))
-    torch.set_num_threads(max(1, int(float(cfg.get("threads", 1)))))
+        raise ValueError(f"the federation has {num_partitions} supernodes but the run config says clients={config.clients}; make them equal")
+    recipe = instructions.recipe
+    device = torch.device(instructions.device)
+    torch.set_num_threads(instructions.threads)
 
-    splits, shards = client_shards(config_toml)
-    shard = Subset(splits.train, shards[partition_id].tolist())
-    generator = seed_everything(derive_seed(config.seed, server_round, partition_id))
+    shard: Dataset = Subset(splits.train, shards[client_id].tolist())
+    shard_labels: np.ndarray | torch.Tensor = np.asarray(splits.train_targets)[shards[client_id]]
+    generator = seed_everything(derive_seed(config.seed, instructions.server_round, client_id))
     model = build_global_model(config, splits)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    reply = RecordDict()
+    model.load_state_dict(msg.content[protocol.ARRAYS].to_torch_state_dict())
 
-    probe_mode = str(cfg.get("probe", "off"))
-    if probe_mode != "off" and partition_id in [int(c) for c in cfg.get(PROBE_CLIENTS_KEY, [])]:
-        probe = probe_gradient(
-            model, shard, alpha, int(cfg.get("probe-batch", 1)), generator, device,
-            mixup_beta=float(cfg.get("probe-mixup", 0.0)) or None,
-        )
-        if probe_mode == "fedsgd":
-            reply[GRADIENT_KEY] = ArrayRecord({k: Array(v) for k, v in probe.gradient.items()})
-        else:
-            # FedAvg probe: this round the client trains on exactly the probed samples (and
-            # targets), so the server's −Δθ/(η·steps) estimate has a known ground truth.
+    probe: ProbeResult | None = None
+    if instructions.probe is not None:
+        seed = derive_seed(config.seed, instructions.server_round, client_id, PROBE_STREAM)
+        probe = _probe(instructions.probe, model, shard, recipe.alpha, seed, device)
+        if instructions.probe.mode == "fedavg":
+            # Malicious FedAvg probe: this round the client trains on exactly the probed samples.
             shard = TensorDataset(probe.images, probe.targets)
-        reply[TRUTH_KEY] = ArrayRecord(
-            {"images": Array(probe.images.numpy()), "targets": Array(probe.targets.numpy()), "labels": Array(probe.labels.numpy())}
-        )
-        reply[TRUTH_EXTRA_KEY] = ConfigRecord({k: float(v) for k, v in probe.extra.items()})
+            shard_labels = probe.labels
 
-    defense = build_defense(config.defense, config.defense_options)
+    defense = build_defense(recipe.defense, config.defense_options)
     ctx = TrainingContext(
-        server_round=server_round,
-        client_id=partition_id,
-        num_samples=len(shard),
-        batch_size=config.batch_size,
-        local_epochs=config.local_epochs,
-        lr=config.lr,
-        device=device,
-        total_rounds=config.rounds,
-        state=_load_state(context),
+        server_round=instructions.server_round, client_id=client_id, num_samples=len(shard), batch_size=recipe.batch_size,
+        local_epochs=recipe.local_epochs, lr=recipe.lr, device=device, total_rounds=config.rounds, state=_load_state(context),
     )
-    result = train_local(
-        model, shard, alpha, ctx, defense, generator, config.optimizer, config.weight_decay, config.max_grad_norm
-    )
+    result = train_local(model, shard, recipe.alpha, ctx, defense, generator, recipe.optimizer, recipe.weight_decay, recipe.max_grad_norm)
     _save_state(context, ctx.state)
-    trained = defense.unwrap_model(model)
-    reply["arrays"] = ArrayRecord(trained.state_dict())
-    metrics = {"train_loss": result.loss, "local_steps": float(result.steps), **result.diagnostics}
-    reply["metrics"] = MetricRecord(
-        {"num-examples": result.num_samples, PARTITION_KEY: partition_id, **{k: float(v) for k, v in metrics.items()}}
+    truth = GroundTruth(
+        client_id=client_id,
+        label_counts=label_counts(shard_labels, splits.num_classes),
+        alpha=recipe.alpha,
+        images=probe.images if probe else None,
+        targets=probe.targets if probe else None,
+        labels=probe.labels if probe else None,
+        extra=probe.extra if probe else {},
+    )
+    reply = protocol.encode_reply(
+        defense.unwrap_model(model).state_dict(), client_id, result.num_samples, result.steps, recipe,
+        {"train_loss": result.loss, **result.diagnostics}, truth,
+        gradient=probe.gradient if probe is not None and instructions.probe and instructions.probe.mode == "fedsgd" else None,
     )
     return Message(content=reply, reply_to=msg)
 

@@ -33,21 +33,18 @@ class PreparedRun:
 
 
 def prepare(config: RunConfig) -> PreparedRun:
-    """Validate the config, the resources, the dataset and the model; write nothing.
-
-    Loading the dataset here (cached per process, so the server reuses it) turns a missing
-    folder into an error before a run directory exists or Ray starts.
-    """
-    from fedls.assembly import build_global_model, data_options
-    from fedls.attacks import validate_attack_options
-    from fedls.data import load_dataset_cached
+    """Validate the config, every option table, the resources, the dataset and the model;
+    write nothing. Loading the dataset here (cached per process, so the server reuses it)
+    turns a missing folder into an error before a run directory exists or Ray starts."""
+    from fedls.assembly import build_global_model, load_splits
+    from fedls.federation.observers import validate_attack_options
 
     config.validate()
-    validate_attack_options(config)
-    resources = resolve_resources(config.device, config.clients, config.client_cpus, config.client_gpus)
-    splits = load_dataset_cached(config.dataset, data_options(config))
+    resources = resolve_resources(config.device, config.clients, config.client_cpus, config.client_gpus, config.ray_address)
+    splits = load_splits(config)
     if config.clients > len(splits.train):
         raise FedlsError(f"{config.clients} clients but only {len(splits.train)} training samples; use fewer clients")
+    validate_attack_options(config, splits)
     build_global_model(config, splits)
     return PreparedRun(config, resources)
 
@@ -94,11 +91,19 @@ def quiet_flower(verbose: bool) -> None:
 
 
 def summarise(config: RunConfig, server: CuriousServer, status: str, seconds: float, resources: Resources) -> dict[str, Any]:
+    from fedls.federation.observers import enabled
+    from fedls.provenance import provenance
+
     records = server.outcome.records
-    final = records[-1] if records else {}
+    final = {k: v for k, v in (records[-1] if records else {}).items() if k != "per_client"}
     initial = records[0] if records else {}
+    gradient = config.gradient_attack.get("threat", "honest") if config.gradient_attack_on() else "off"
     return {
-        "status": status,
+        **provenance(),
+        "status": server.outcome.participation.status(status),
+        "attacks": enabled(config),
+        "threat_mode": {"gradient": gradient, "model": "honest" if config.model_attack_on() else "off"},
+        "participation": server.outcome.participation.summary(),
         "name": server.run.path.name,
         "rounds_completed": server.outcome.rounds_done,
         "rounds_planned": config.rounds,
@@ -126,7 +131,7 @@ def simulate(
     """
     from flwr.simulation import run_simulation
 
-    from fedls.attacks import build_observers
+    from fedls.federation.observers import build_observers
 
     prepared = config if isinstance(config, PreparedRun) else prepare(config)
     observer_factory = observer_factory or build_observers  # the config's attack sections decide

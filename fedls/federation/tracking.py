@@ -1,17 +1,24 @@
-"""Per-round records: TensorBoard scalars/images and one JSON line per round."""
+"""Per-round records: TensorBoard scalars/figures and one JSON line per round.
+
+:class:`RoundTracker` is the server's :class:`~fedls.federation.observers.base.RoundLog`.
+Headline numbers become TensorBoard scalars; per-client values go to ``metrics.jsonl`` (under
+``per_client``) and one histogram per name and round, not to one chart per client.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter
-from torchvision.utils import make_grid
 
-from fedls.data import to_unit_range
 from fedls.run_dir import RunDirectory
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +30,37 @@ class RoundTracker:
         self.run = run
         self.writer = SummaryWriter(log_dir=str(run.path))
         self._pending: dict[str, float] = {}
+        self._per_client: dict[str, dict[str, float]] = {}
         self._round = 0
+
+    @property
+    def server_round(self) -> int:
+        return self._round
 
     def start_round(self, server_round: int) -> None:
         self._round = server_round
         self._pending = {}
+        self._per_client = {}
 
-    def add(self, metrics: dict[str, float], prefix: str = "") -> None:
+    # -- RoundLog -----------------------------------------------------------------------
+    def scalars(self, metrics: Mapping[str, float]) -> None:
         for key, value in metrics.items():
-            self._pending[f"{prefix}{key}"] = float(value)
+            self._pending[key] = float(value)
 
-    def log_image(self, tag: str, images: torch.Tensor, nrow: int = 8) -> None:
-        grid = make_grid(to_unit_range(images.detach().float().cpu()), nrow=nrow, padding=1, pad_value=1.0)
-        self.writer.add_image(tag, grid, self._round)
+    def per_client(self, name: str, values: Mapping[int, float]) -> None:
+        if not values:
+            return
+        self._per_client[name] = {str(client): float(v) for client, v in sorted(values.items())}
+        finite = np.asarray([v for v in values.values() if math.isfinite(v)], dtype=np.float64)
+        if finite.size:
+            self.writer.add_histogram(f"per_client/{name}", finite, self._round)
+
+    def figure(self, tag: str, figure: Figure) -> None:
+        self.writer.add_figure(tag, figure, self._round, close=True)
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def add(self, metrics: Mapping[str, float], prefix: str = "") -> None:
+        self.scalars({f"{prefix}{key}": value for key, value in metrics.items()})
 
     def flush_round(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write the round's scalars to TensorBoard and one record to metrics.jsonl."""
@@ -44,6 +69,8 @@ class RoundTracker:
                 self.writer.add_scalar(key, value, self._round)
         self.writer.flush()
         record: dict[str, Any] = {"round": self._round, **self._pending, **(extra or {})}
+        if self._per_client:
+            record["per_client"] = self._per_client
         self.run.append_metrics(record)
         return record
 

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from fedls.defenses.base import Defense, TrainingContext
 from fedls.models.base import Classifier
 from fedls.smoothing import label_smoothing_loss, soft_target_cross_entropy
+from fedls.threat_model import SGD_MOMENTUM
 
 
 @dataclass
@@ -28,7 +29,7 @@ def _base_loss(labels: torch.Tensor, alpha: float):  # noqa: ANN202 - a BaseLoss
     return lambda logits: label_smoothing_loss(logits, labels, alpha)
 
 
-SGD_MOMENTUM = 0.9  # the clients' SGD recipe; the server's unrolled reconstruction assumes it too
+
 
 
 def make_optimizer(name: str, params: object, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:

@@ -1,88 +1,53 @@
-"""Options of the gradient attack (the ``gradient_attack`` section of a run config)."""
+"""Options of the attack on client updates (the ``gradient_attack`` section of a run config)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Literal
 
-from fedls.errors import ConfigError
+from pydantic import Field
 
-PROBE_MODES = ("fedsgd", "fedavg")
+from fedls.schema import Options
+from fedls.threat_model import ProbeRequest
+
+ThreatMode = Literal["honest", "malicious-fedsgd", "malicious-fedavg"]
+RECONSTRUCTION_OFF_REASON = (
+    "image reconstruction is off by default: an honest FedAvg update averages many samples over many "
+    "steps, so no single image can be matched; it needs a malicious probe (--threat malicious-fedsgd)"
+)
 
 
-@dataclass(frozen=True)
-class GradientAttackOptions:
-    """``probe``: what the attacked clients send — ``fedsgd`` (the gradient on ``probe_batch``
-    samples) or ``fedavg`` (the server estimates the gradient from the weight update).
-    ``clients``: clients attacked per round. ``mixup``: Beta parameter ``a`` of the probe's
-    mixup coefficient, 0 = off (then the attack assumes label smoothing). ``recon_steps``: Adam
-    steps of image reconstruction, 0 = off. ``tv_weight`` / ``feature_weight`` / ``recon_lr``:
-    reconstruction loss weights and step size. ``every``: attack every n-th round.
-    ``grid``: how many attacked clients' images go into the logged grid.
-    ``nonnegative_features``: attacker assumption that the head input is post-ReLU (true for
-    fedls' CNN and MLP); used only to break ties between λ roots of a bias-free head."""
+class GradientAttackOptions(Options):
+    """The curious server's attack on client updates.
 
-    probe: str = "fedsgd"
-    clients: int = 1
-    probe_batch: int = 1
-    mixup: float = 0.0
-    recon_steps: int = 100
-    recon_lr: float = 0.1
-    tv_weight: float = 1e-2
-    feature_weight: float = 0.1
-    every: int = 1
-    grid: int = 4
-    seed: int = 0
-    nonnegative_features: bool = True
+    ``threat = "honest"`` (default): the server only reads the clients' real FedAvg updates and
+    recovers each client's per-class label counts and α (batch label recovery) — nothing the
+    clients do changes. The ``malicious-*`` modes change what some clients do and are named so:
+    ``malicious-fedsgd`` asks ``clients`` clients per round to also send the gradient of
+    ``probe_batch`` samples (Wang et al. 2023's FedSGD setting, exact for one sample);
+    ``malicious-fedavg`` asks them to train one round on exactly those samples.
+    """
+
+    threat: ThreatMode = Field("honest", description="honest (read real FedAvg updates), malicious-fedsgd or malicious-fedavg (probes change what clients do)")
+    every: int = Field(1, ge=1, description="attack every n-th round")
+    clients: int = Field(1, ge=1, description="malicious modes: clients probed per round")
+    probe_batch: int = Field(1, ge=1, le=4096, description="malicious modes: samples in a probe (1 = exact analytic recovery)")
+    mixup: float = Field(0.0, ge=0.0, le=100.0, description="malicious modes: probe mixup Beta(a, a) parameter; 0 = off")
+    recon_steps: int = Field(0, ge=0, le=100_000, description="malicious modes: image-reconstruction Adam steps; 0 = off")
+    recon_lr: float = Field(0.1, gt=0.0, le=10.0, description="reconstruction step size")
+    tv_weight: float = Field(1e-2, ge=0.0, le=100.0, description="reconstruction total-variation weight")
+    feature_weight: float = Field(0.1, ge=0.0, le=100.0, description="reconstruction weight of the recovered-feature term")
+    grid: int = Field(4, ge=0, le=64, description="attacked clients shown in the reconstruction figure")
+    seed: int = Field(0, ge=0, description="seed of the attack's own random draws")
+    nonnegative_features: bool = Field(True, description="assume the head input is post-ReLU (breaks λ ties of a bias-free head)")
+
+    @property
+    def malicious(self) -> bool:
+        return self.threat != "honest"
 
     @property
     def augmentation(self) -> str:
         return "mixup" if self.mixup > 0 else "smoothing"
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> GradientAttackOptions:
-        """Validate a config section; keys may use ``-`` or ``_``. ``enabled`` is accepted and ignored."""
-        known = {f.name: f for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for raw_key, value in values.items():
-            key = str(raw_key).replace("-", "_")
-            if key == "enabled":
-                continue
-            if key not in known:
-                raise ConfigError(
-                    f"unknown gradient_attack option {raw_key!r}; known options: {', '.join(sorted(known))}"
-                )
-            default = known[key].default
-            if isinstance(default, bool):
-                if not isinstance(value, bool) and str(value).lower() not in ("true", "false", "1", "0"):
-                    raise ConfigError(f"gradient_attack option {raw_key!r} must be true or false (got {value!r})")
-                kwargs[key] = value if isinstance(value, bool) else str(value).lower() in ("true", "1")
-                continue
-            try:
-                kwargs[key] = type(default)(value) if not isinstance(default, str) else str(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"gradient_attack option {raw_key!r} must be a {type(default).__name__} (got {value!r})") from None
-            if isinstance(default, int) and float(value) != int(float(value)):
-                raise ConfigError(f"gradient_attack option {raw_key!r} must be a whole number (got {value!r})")
-        options = cls(**kwargs)
-        options.validate()
-        return options
-
-    def validate(self) -> None:
-        if self.probe not in PROBE_MODES:
-            raise ConfigError(f"gradient_attack probe must be one of {', '.join(PROBE_MODES)} (got {self.probe!r})")
-        for name in ("clients", "probe_batch", "every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"gradient_attack {name} must be >= 1 (got {getattr(self, name)})")
-        for name in ("mixup", "tv_weight", "feature_weight", "recon_steps", "grid"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"gradient_attack {name} must be >= 0 (got {getattr(self, name)}; 0 switches it off)")
-        if not self.recon_lr > 0:
-            raise ConfigError(f"gradient_attack recon_lr must be > 0 (got {self.recon_lr})")
-
-    def probe_config(self) -> dict[str, Any]:
-        """Extra train config for an attacked client (read by the client's probe)."""
-        return {"probe": self.probe, "probe-batch": self.probe_batch, "probe-mixup": float(self.mixup)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def probe_request(self) -> ProbeRequest:
+        mode = "fedsgd" if self.threat == "malicious-fedsgd" else "fedavg"
+        return ProbeRequest(mode=mode, batch=self.probe_batch, mixup=self.mixup)

@@ -8,32 +8,14 @@ it at two points of every round and hands it a :class:`RoundLog` to write to.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from fedls.threat_model import GroundTruth, ServerView
+from fedls.threat_model import GroundTruth, ProbeRequest, ServerView
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-ProbeMode = Literal["fedsgd", "fedavg"]
-
-
-@dataclass(frozen=True)
-class ProbeRequest:
-    """A *malicious* server's request that changes what one client does this round.
-
-    ``fedsgd``: send the gradient of ``batch`` of your samples besides the update.
-    ``fedavg``: train this round on exactly ``batch`` samples (so the update has a known truth).
-    ``mixup``: Beta parameter of the probe's mixup coefficient, 0 = off.
-    """
-
-    mode: ProbeMode
-    batch: int = 1
-    mixup: float = 0.0
-
 
 class RoundLog(Protocol):
     """Where an observer writes a round's results (TensorBoard + metrics.jsonl)."""
