@@ -1,4 +1,4 @@
-"""Attack-stage ablation (seed 001 §4.4) on tiny models and a tiny generator."""
+"""Attack-stage ablation (Struppek et al. 2024, §4.4) on tiny models and a tiny generator."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from torch import nn
 
 from fedls.analysis.runs import TrainedRun
 from fedls.analysis.stages import analyse_stages, score_images
-from fedls.attacks.model.config import ModelAttackOptions, PPAConfig
+from fedls.attacks.model.config import PPAOptions
 from fedls.attacks.model.prior import Prior
 from fedls.config import RunConfig
 from fedls.data import ArrayDataset, DatasetSplits
 from fedls.errors import ConfigError
+from fedls.federation.observers.model_inversion import ModelAttackOptions
 
 
 class _Gen(nn.Module):
@@ -39,7 +40,7 @@ def _run(alpha: float, seed: int) -> TrainedRun:
 def test_three_tables_and_cosine_curves() -> None:
     torch.manual_seed(0)
     runs = [_run(0.0, 1), _run(0.1, 2)]
-    options = ModelAttackOptions(attack=PPAConfig(pool_size=40, candidates_per_class=4, samples_per_class=2, steps=5, batch_size=16))
+    options = ModelAttackOptions(ppa=PPAOptions(pool_size=40, candidates_per_class=4, samples_per_class=2, steps=5, batch_size=16))
     eval_model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     result = analyse_stages(runs, Prior(_Gen()), eval_model, options)
     assert len(result.sampling) == 2 and len(result.optimisation) == 2 and len(result.selection) == 4
@@ -54,7 +55,7 @@ def test_linear_target_gives_constant_gradient_direction() -> None:
     # With CE on a linear model of a linear generator, the image gradient direction changes
     # only through the softmax; with a near-one-hot target class it stays close to constant.
     runs = [_run(0.0, 1), _run(0.0, 3)]
-    options = ModelAttackOptions(attack=PPAConfig(pool_size=20, candidates_per_class=2, samples_per_class=1, steps=4, loss="ce",
+    options = ModelAttackOptions(ppa=PPAOptions(pool_size=20, candidates_per_class=2, samples_per_class=1, steps=4, loss="ce",
                                                   opt_crop_scale=(1.0, 1.0), opt_flip=0.0, batch_size=16))
     result = analyse_stages(runs, Prior(_Flat()), nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), options)
     for curve in result.cosine_curves.values():

@@ -1,47 +1,104 @@
-"""The model-inversion round observer: schedule, metric keys, image logging, registry."""
+"""The model-inversion round observer: schedule, metric tags, the labelled figure, option errors."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+from collections.abc import Mapping
 
-from fedls.attacks import OBSERVERS, build_observers
-from fedls.attacks.model.observer import ModelInversionObserver
-from fedls.config import RunConfig
+import pytest
+from matplotlib.figure import Figure
+
 from fedls.data import load_dataset
 from fedls.errors import ConfigError
+from fedls.federation.observers.base import RoundObserver
+from fedls.federation.observers.model_inversion import (
+    DIAGNOSTICS,
+    LEAKAGE,
+    ModelInversionObserver,
+    build_model_inversion_observer,
+    parse_model_attack,
+)
 from fedls.models import build_model
 
 TINY = {
-    "every": 2, "pool_size": 100, "candidates_per_class": 2, "samples_per_class": 1, "steps": 3,
-    "selection_augmentations": 2, "classes": 2, "prior_steps": 3, "eval_epochs": 1,
-    "eval_surrogate_inits": 2, "eval_surrogate_epochs": 2,
+    "every": 2,
+    "prior": {"steps": 3},
+    "ppa": {"pool_size": 100, "candidates_per_class": 2, "samples_per_class": 2, "steps": 3, "selection_augmentations": 2,
+            "classes": 2},
+    "evaluation": {"epochs": 1, "surrogate_inits": 2, "surrogate_epochs": 2},
 }
 
 
+class RecordingLog:
+    def __init__(self) -> None:
+        self.scalar_values: dict[str, float] = {}
+        self.figures: dict[str, Figure] = {}
 
-def test_observer_schedule_keys_and_images(tmp_path):
+    def scalars(self, metrics: Mapping[str, float]) -> None:
+        self.scalar_values.update(metrics)
+
+    def per_client(self, name: str, values: Mapping[int, float]) -> None:
+        raise AssertionError("model inversion has no per-client values")
+
+    def figure(self, tag: str, figure: Figure) -> None:
+        self.figures[tag] = figure
+
+
+def test_observer_schedule_tags_and_figure(tmp_path):
     splits = load_dataset("digits")
-    config = RunConfig(rounds=5, model_attack={**TINY, "cache_dir": str(tmp_path)})
-    (observer,) = build_observers(config, splits, torch.device("cpu"))
-    assert isinstance(observer, ModelInversionObserver)
+    observer = build_model_inversion_observer({**TINY, "cache_dir": str(tmp_path)}, splits, "cnn", rounds=5, run_seed=0)
+    assert isinstance(observer, ModelInversionObserver) and isinstance(observer, RoundObserver)
     assert [r for r in range(6) if observer.should_attack(r)] == [2, 4, 5]  # k, 2k and the final round
-    images: dict[str, tuple[torch.Tensor, int]] = {}
     model = build_model("cnn", splits.image_shape, splits.num_classes)
-    assert observer.on_global_model(1, model, lambda tag, x, nrow=8: images.__setitem__(tag, (x, nrow))) == {}
-    metrics = observer.on_global_model(2, model, lambda tag, x, nrow=8: images.__setitem__(tag, (x, nrow)))
-    for key in ("mia/acc1", "mia/acc5", "mia/delta_eval", "mia/xi_train", "mia/xi_test", "mia/xi_train_std",
-                "mia/grad_cosine_mean", "mia/prior_confidence", "mia/attack_seconds"):
-        assert key in metrics and isinstance(metrics[key], float)
-    assert set(images) == {"mia/prior_samples", "mia/attack_vs_real"}
-    grid, nrow = images["mia/attack_vs_real"]
-    assert nrow == 10 and grid.shape == (2 * 10, *splits.image_shape)  # 2 classes × (5 attack slots + 5 real)
+    log = RecordingLog()
+    observer.on_global_model(1, model, log)
+    assert log.scalar_values == {} and log.figures == {}
+    observer.on_global_model(2, model, log)
+    for key in ("acc1", "acc1_low", "acc1_high", "baseline_acc1", "lift", "judge_accuracy"):
+        assert isinstance(log.scalar_values[f"{LEAKAGE}{key}"], float)
+    for key in ("acc5", "num_images", "acc1_reliable", "delta_eval", "xi_train", "xi_test", "grad_cosine_mean",
+                "prior_confidence", "attack_seconds", "target_accuracy"):
+        assert isinstance(log.scalar_values[f"{DIAGNOSTICS}{key}"], float), key
+    assert log.scalar_values[f"{DIAGNOSTICS}num_images"] == 4.0  # 2 classes × 2 images
+    low, acc1, high = (log.scalar_values[f"{LEAKAGE}{k}"] for k in ("acc1_low", "acc1", "acc1_high"))
+    assert 0 <= low <= acc1 <= high <= 1
+    assert set(log.figures) == {f"{DIAGNOSTICS}prior_samples", f"{LEAKAGE}attack_vs_real"}
+    figure = log.figures[f"{LEAKAGE}attack_vs_real"]
+    labels = [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()]
+    assert len(labels) == 2 and all(label.split("\n")[0] in splits.class_names for label in labels)
+    assert [ax.get_title() for ax in figure.axes[:2]] == ["attack images", "real private images"]
+    figure.savefig(tmp_path / "mi.png")
+    assert (tmp_path / "mi.png").stat().st_size > 1000
     assert all(p.requires_grad for p in model.parameters())  # the server's model is left as it was
-    # the prior and evaluation model are cached: the next attack reuses them
-    assert any((tmp_path / "priors").iterdir()) and any((tmp_path / "eval_models").iterdir())
+    # prior and judge are cached: the next attack reuses them
+    assert any((tmp_path / "priors").iterdir()) and any((tmp_path / "judges").iterdir())
 
 
-def test_observer_rejects_bad_options():
-    splits = load_dataset("digits")
-    with pytest.raises(ConfigError, match="unknown model_attack option"):
-        OBSERVERS.get("model_attack")({"every": 1, "samples": 3}, RunConfig(), splits, torch.device("cpu"))
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"ppa": {"classes": 99}}, "more than the 5 classes"),
+        ({"ppa": {"classes": [1, 7]}}, "[7] do not exist"),
+        ({"samples": 3}, "model_attack: samples: unknown option"),
+        ({"prior_steps": 3}, "unknown option"),  # the old flat prefixes are gone
+        ({"ppa": {"samples_per_class": 30}}, "candidates_per_class"),
+        ({"ppa": {"loss": "l2"}}, "ppa.loss"),
+        ({"every": 0}, "every"),
+        ({"prior": {"lr": "fast"}}, "prior.lr"),
+        ({"evaluation": {"reliability_margin": float("nan")}}, "reliability_margin"),
+        ([1, 2], "must be a table"),
+    ],
+)
+def test_bad_options_are_one_line_errors(table, message):
+    with pytest.raises(ConfigError, match=None) as caught:
+        parse_model_attack(table, num_classes=5)
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+
+
+def test_nested_sections_parse():
+    options = parse_model_attack(
+        {"every": 3, "ppa": {"classes": [1, 3], "loss": "logit-margin", "ranking": "margin"}, "prior": {"steps": 7},
+         "evaluation": {"epochs": 3, "reliability_margin": 0.1}}, num_classes=5)
+    assert (options.every, options.prior.steps, options.evaluation.epochs) == (3, 7, 3)
+    assert options.ppa.target_classes(5) == [1, 3] and options.ppa.loss == "logit-margin"
+    assert len(parse_model_attack({"ppa": {"classes": 4, "seed": 1}}).ppa.target_classes(10)) == 4

@@ -1,4 +1,4 @@
-"""Which stage of model inversion does label smoothing affect? (seed 001 §4.4, Appx. C.4)
+"""Which stage of model inversion does label smoothing affect? (Struppek et al. 2024, §4.4, Appx. C.4)
 
 The three PPA stages of :mod:`fedls.attacks.model.ppa` are run with each stage's model
 swapped while the others are held fixed, and every result is scored by the evaluation
@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from fedls.analysis.runs import TrainedRun
-from fedls.attacks.model.config import ModelAttackOptions
 from fedls.attacks.model.ppa import optimise_latents, sample_latents, select_results
 from fedls.attacks.model.prior import Prior
 from fedls.errors import ConfigError
+from fedls.federation.observers.model_inversion import ModelAttackOptions
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, int, int], None]
@@ -86,7 +86,7 @@ def analyse_stages(
     shapes = {(r.splits.name, r.splits.image_shape, r.splits.num_classes) for r in runs}
     if len(shapes) != 1:
         raise ConfigError("all runs must use the same dataset, image size and classes")
-    config = options.attack
+    config = options.ppa
     device = torch.device("cpu")
     classes = config.target_classes(runs[0].splits.num_classes)
     eval_model.eval()

@@ -5,13 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 
 from fedls.data import cifar, digits, faces, idx  # noqa: F401  (registration)
-from fedls.data.base import ArrayDataset, DatasetSplits, cap_per_class, dataset_targets, to_unit_range
+from fedls.data.base import ArrayDataset, DatasetSplits, cap_per_class, dataset_targets, dataset_tensors, to_unit_range
 from fedls.data.partition import PARTITIONERS, partition
 from fedls.data.registry import DATASETS, DataOptions
+from fedls.errors import ConfigError
 
 
 def load_dataset(name: str, options: DataOptions | None = None) -> DatasetSplits:
     options = options or DataOptions()
+    if options.public_split not in ("disjoint", "same-class"):
+        raise ConfigError(f"public_split must be disjoint or same-class (got {options.public_split!r})")
     splits = DATASETS.get(name)(options)
     if options.samples_per_class is not None:
         splits.train = cap_per_class(splits.train, options.samples_per_class, options.seed)
@@ -31,6 +34,7 @@ __all__ = [
     "DatasetSplits",
     "PARTITIONERS",
     "dataset_targets",
+    "dataset_tensors",
     "load_dataset",
     "load_dataset_cached",
     "partition",

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-PublicKind = Literal["samples", "classes"]
+PublicKind = Literal["classes", "samples"]
+PublicSplit = Literal["disjoint", "same-class"]
 
 
 class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -45,8 +46,15 @@ class DatasetSplits:
 
     ``train`` is the clients' private training data (partitioned among them), ``test`` the
     held-out private test split for utility. ``public`` is the curious server's auxiliary
-    data for the generative prior: either disjoint *samples* of the same classes (labels are
-    never handed to an attack) or disjoint *classes*/identities, as ``public_kind`` says.
+    data for the generative prior. ``public_kind`` says what it shares with the private task:
+
+    * ``"classes"`` (the default for every dataset): the public data holds only classes or
+      identities the private task does not contain, as seed 001's FFHQ prior shares no
+      identity with FaceScrub/CelebA (Struppek et al. 2024, §4.1). An attack must then
+      extract the private classes from the target; the prior cannot already draw them.
+    * ``"samples"``: disjoint samples of the *same* classes (``public_split = "same-class"``),
+      a weaker threat setting in which the prior already generates every private class and
+      the attack may only have to pick prior samples (labels are still never handed to it).
     """
 
     name: str
@@ -138,12 +146,54 @@ def split_indices(
     return parts
 
 
-def public_from_official_train(
-    name: str, train_all: ArrayDataset, test: ArrayDataset, public_fraction: float, seed: int, class_names: list[str]
+def disjoint_private_classes(num_classes: int) -> list[int]:
+    """The private classes of a labelled dataset under ``public_split = "disjoint"``: the first
+    half (0–4 of 10, 0–49 of 100); the other half is the server's public data. Halving keeps
+    the prior's domain (digits, clothes, objects) while sharing no class with the target."""
+    return list(range(num_classes // 2))
+
+
+def _select_classes(dataset: ArrayDataset, classes: list[int]) -> ArrayDataset:
+    """The samples of ``classes``, relabelled 0..len(classes)-1 in the order given."""
+    keep = np.flatnonzero(np.isin(dataset.labels.numpy(), classes))
+    subset = dataset.subset(keep)
+    relabel = torch.full((int(dataset.labels.max()) + 1,), -1, dtype=torch.long)
+    relabel[torch.as_tensor(classes)] = torch.arange(len(classes))
+    return ArrayDataset(subset.images, relabel[subset.labels])
+
+
+def class_disjoint_splits(
+    name: str, train_all: ArrayDataset, test_all: ArrayDataset, class_names: list[str], private: list[int]
 ) -> DatasetSplits:
-    """Datasets with an official train/test split: a seeded ``public_fraction`` of the official
-    training images becomes the server's public data (disjoint samples, labels never handed to
-    an attack), the rest the private training data; the official test split is the test set."""
+    """Private task = the ``private`` classes (train and test, relabelled 0..k-1); the server's
+    public data = every training image of the other classes. Public labels keep their original
+    class ids (they are never handed to an attack)."""
+    public_classes = [c for c in range(len(class_names)) if c not in private]
+    public = train_all.subset(np.flatnonzero(np.isin(train_all.labels.numpy(), public_classes)))
+    return DatasetSplits(
+        name=name,
+        num_classes=len(private),
+        image_shape=tuple(train_all.images.shape[1:]),  # type: ignore[arg-type]
+        train=_select_classes(train_all, private),
+        test=_select_classes(test_all, private),
+        public=public,
+        public_kind="classes",
+        class_names=[class_names[c] for c in private],
+    )
+
+
+def public_from_official_train(
+    name: str, train_all: ArrayDataset, test: ArrayDataset, public_split: PublicSplit, public_fraction: float, seed: int,
+    class_names: list[str],
+) -> DatasetSplits:
+    """Datasets with an official train/test split.
+
+    ``"disjoint"``: see :func:`class_disjoint_splits` (private classes from
+    :func:`disjoint_private_classes`). ``"same-class"``: a seeded ``public_fraction`` of the
+    official training images (all classes) is the public data, the rest is private training
+    data, and the official test split is the test set."""
+    if public_split == "disjoint":
+        return class_disjoint_splits(name, train_all, test, class_names, disjoint_private_classes(len(class_names)))
     public_idx, train_idx = split_indices(len(train_all), (public_fraction, 0.0), seed)
     return DatasetSplits(
         name=name,
@@ -155,3 +205,14 @@ def public_from_official_train(
         public_kind="samples",
         class_names=class_names,
     )
+
+
+def dataset_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [-1, 1] and labels of a whole (small) dataset as two tensors."""
+    images = getattr(dataset, "images", None)
+    labels = getattr(dataset, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+        return x, labels.long()
+    pairs = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+    return torch.stack([torch.as_tensor(p[0]) for p in pairs]).float(), torch.tensor([int(p[1]) for p in pairs])

@@ -33,7 +33,7 @@ def _torchvision_split(name: str, root: Path, train: bool):  # noqa: ANN202 - to
 
 
 def load_cifar(name: str, options: DataOptions) -> DatasetSplits:
-    """Public data: a fraction of the official train split (see :func:`public_from_official_train`)."""
+    """Private and public classes as :func:`public_from_official_train` says for ``options.public_split``."""
     root = options.data_dir or DEFAULT_ROOT
     parts = {}
     for train in (True, False):
@@ -43,7 +43,7 @@ def load_cifar(name: str, options: DataOptions) -> DatasetSplits:
             images = resize(images.float() / 127.5 - 1.0, options.image_size)
         parts[train] = ArrayDataset(images, torch.as_tensor(raw.targets))
         classes = list(raw.classes)
-    return public_from_official_train(name, parts[True], parts[False], options.public_fraction, options.seed, classes)
+    return public_from_official_train(name, parts[True], parts[False], options.public_split, options.public_fraction, options.seed, classes)
 
 
 @DATASETS.register("cifar10")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedls.data.base import ArrayDataset, DatasetSplits, split_indices
+from fedls.data.base import ArrayDataset, DatasetSplits, class_disjoint_splits, disjoint_private_classes, split_indices
 from fedls.data.registry import DATASETS, DataOptions
 
 
@@ -19,9 +20,11 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
 def load_digits(options: DataOptions) -> DatasetSplits:
     """1,797 8×8 grey digits, 10 classes.
 
-    Split (fixed by ``options.seed``): ``test_fraction`` held-out test, ``public_fraction``
-    the server's public data (disjoint samples; their labels are never handed to an attack),
-    the rest private training data.
+    ``public_split = "disjoint"`` (default): the private task is digits 0–4 (``test_fraction``
+    of their images held out for testing), the server's public data are all images of digits
+    5–9. ``"same-class"``: all 10 digits are private; ``test_fraction`` test, ``public_fraction``
+    public (disjoint samples of the same classes), the rest private training data. Splits are
+    fixed by ``options.seed``.
     """
     from sklearn.datasets import load_digits as sk_load_digits
 
@@ -30,6 +33,13 @@ def load_digits(options: DataOptions) -> DatasetSplits:
     images = resize(images, options.image_size)
     labels = torch.tensor(bunch.target, dtype=torch.long)
     full = ArrayDataset(images, labels)
+    names = [str(i) for i in range(10)]
+    if options.public_split == "disjoint":
+        private = disjoint_private_classes(10)
+        members = np.flatnonzero(np.isin(labels.numpy(), private))
+        test_idx, _ = split_indices(len(members), (options.test_fraction, 0.0), options.seed)
+        rest = np.setdiff1d(np.arange(len(full)), members[test_idx])  # private train + every public-class image
+        return class_disjoint_splits("digits", full.subset(rest), full.subset(members[test_idx]), names, private)
     test_idx, public_idx, train_idx = split_indices(
         len(full), (options.test_fraction, options.public_fraction, 0.0), options.seed
     )
@@ -41,5 +51,5 @@ def load_digits(options: DataOptions) -> DatasetSplits:
         test=full.subset(test_idx),
         public=full.subset(public_idx),
         public_kind="samples",
-        class_names=[str(i) for i in range(10)],
+        class_names=names,
     )

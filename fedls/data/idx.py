@@ -59,7 +59,7 @@ def _resolve_dir(name: str, data_dir: Path | None) -> Path:
 
 
 def load_idx_dataset(name: str, options: DataOptions) -> DatasetSplits:
-    """Public data: a fraction of the official train split (see :func:`public_from_official_train`)."""
+    """Private and public classes as :func:`public_from_official_train` says for ``options.public_split``."""
     folder = _resolve_dir(name, options.data_dir)
     try:
         arrays = {
@@ -78,7 +78,7 @@ def load_idx_dataset(name: str, options: DataOptions) -> DatasetSplits:
     train_all = as_dataset(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"])
     test = as_dataset(arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])
     classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
-    return public_from_official_train(name, train_all, test, options.public_fraction, options.seed, classes)
+    return public_from_official_train(name, train_all, test, options.public_split, options.public_fraction, options.seed, classes)
 
 
 @DATASETS.register("fashion-mnist")

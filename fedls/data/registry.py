@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedls.data.base import DatasetSplits
+from fedls.data.base import DatasetSplits, PublicSplit
 from fedls.registry import Registry
 
 
@@ -18,6 +18,12 @@ class DataOptions:
     identity datasets (CelebA, ImageFolder) to the classes with the most samples; the rest
     become the server's public, class-disjoint data. ``samples_per_class`` caps the private
     training split (seed 001 Appx. C.3); test and public data are unchanged.
+
+    ``public_split`` decides the server's public data for digits, MNIST, Fashion-MNIST and
+    CIFAR: ``"disjoint"`` (default) keeps half of the classes private and gives the server
+    the other half (class-disjoint, as in seed 001); ``"same-class"`` is the weaker threat
+    setting in which the public data are ``public_fraction`` of the images of every class.
+    Identity datasets (CelebA, ImageFolder) are always class-disjoint.
     """
 
     data_dir: Path | None = None
@@ -27,6 +33,7 @@ class DataOptions:
     test_fraction: float = 0.2
     public_fraction: float = 0.2
     samples_per_class: int | None = None  # cap on private training samples per class
+    public_split: PublicSplit = "disjoint"
 
 
 Loader = Callable[[DataOptions], DatasetSplits]

@@ -1,17 +1,24 @@
-"""Model-inversion metrics (seed 001 §4.1 and Appx. C): Acc@1/Acc@5, δ_eval, δ_face,
-ξ_train/ξ_test and FID. These are the only place private training images meet attack images.
+"""The model-inversion scorer (Struppek et al. 2024, §4.1 and Appx. C): Acc@1/Acc@5 by the
+judge with a 95 % Wilson interval, the stage-1 prior baseline and the lift over it, the judge's
+own accuracy and whether Acc@1 can be trusted, δ_eval, δ_face, ξ_train/ξ_test and FID.
+
+This module and the judge are the only place where private images meet attack images: the
+scorer takes the attack's images and attacked classes plus the ground truth (private
+train/test tensors); the attack itself never sees either the judge or the private data.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from fedls.attacks.model.config import EvalConfig
+from fedls.metrics.judge import Judge, JudgeOptions, judge_reliability, train_classifier
+from fedls.models import build_model
 from fedls.models.base import Classifier
 
 log = logging.getLogger(__name__)
@@ -23,6 +30,22 @@ def _notice_once(message: str) -> None:
     if message not in _noticed:
         _noticed.add(message)
         log.info(message)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (Wilson 1927); 95 % for the default z.
+    Unlike the normal approximation it stays inside [0, 1] and is honest at 0 or n successes,
+    which matters with a few dozen attack images."""
+    if trials <= 0:
+        return float("nan"), float("nan")
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    # at 0 or n successes the bound is exactly 0 or 1; rounding must not make it 0.9999999
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 def accuracy_at_k(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
@@ -146,51 +169,125 @@ def frechet_inception_distance(weights: str | None, attack: torch.Tensor, train:
     return float(fid.compute())
 
 
-def evaluate_inversion(
+@torch.no_grad()
+def prior_quality(samples: torch.Tensor, judge: Classifier, device: torch.device | str = "cpu") -> dict[str, float]:
+    """FID-free quality proxy of the prior with the judge (a classifier trained on real data):
+
+    * ``confidence``: mean top-1 softmax confidence on prior samples,
+    * ``class_entropy``: entropy (nats) of the mean predicted class distribution,
+    * ``inception_score``: exp(E_x KL(p(y|x) ‖ p(y))), the Inception-Score formula with the
+      judge in place of Inception.
+
+    With a class-disjoint prior, low confidence on private classes is expected: the prior draws
+    other classes, and that is the point.
+    """
+    judge.to(device).eval()
+    probs = torch.softmax(_batched(judge, samples, torch.device(device)), dim=-1)
+    marginal = probs.mean(0)
+    kl = (probs * (probs.clamp_min(1e-12).log() - marginal.clamp_min(1e-12).log())).sum(-1)
+    return {
+        "confidence": float(probs.max(-1).values.mean()),
+        "class_entropy": float(-(marginal * marginal.clamp_min(1e-12).log()).sum()),
+        "inception_score": float(kl.mean().exp()),
+    }
+
+
+def judged_accuracy(judge: Classifier, images: torch.Tensor, targets: torch.Tensor, device: torch.device) -> dict[str, float]:
+    """Acc@1 (with its 95 % Wilson interval), Acc@5 and mean judge confidence of ``images``
+    labelled with their attacked classes."""
+    logits = _batched(judge, images, device)
+    hits = int((logits.argmax(-1) == targets).sum())
+    low, high = wilson_interval(hits, len(targets))
+    return {
+        "acc1": hits / max(len(targets), 1),
+        "acc1_low": low,
+        "acc1_high": high,
+        "acc5": accuracy_at_k(logits, targets, 5),
+        "eval_confidence": float(torch.softmax(logits, -1)[torch.arange(len(targets)), targets].mean()),
+    }
+
+
+def score_inversion(
     attack: torch.Tensor,
     attack_targets: torch.Tensor,
-    eval_model: Classifier,
-    surrogate_arch: str,
+    baseline: torch.Tensor,
+    baseline_targets: torch.Tensor,
+    judge: Judge,
+    target_accuracy: float,
     train: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
-    config: EvalConfig,
+    options: JudgeOptions,
     device: torch.device | str = "cpu",
+    extraction: bool = True,
 ) -> dict[str, float]:
-    """All inversion metrics for one attack. ``train``/``test``: private images and labels
-    (ground truth, metrics only). Keys: acc1, acc5, delta_eval, xi_train(_std), xi_test(_std),
-    and delta_face / fid when their local weights exist."""
-    from fedls.attacks.model.evaluation_model import train_classifier
-    from fedls.models import build_model
+    """Every model-inversion number for one attack, with its controls.
 
+    ``attack``/``attack_targets``: the attack images and their attacked classes; ``baseline``:
+    the best stage-1 prior samples per class (before optimisation), judged the same way, so
+    ``lift = acc1 − baseline_acc1`` is what the optimisation extracted beyond picking prior
+    samples. ``train``/``test``: private images and labels (ground truth). ``target_accuracy``:
+    the attacked model's private-test accuracy; ``acc1_reliable`` is 0 (and a warning is
+    logged) when the judge is more than ``options.reliability_margin`` below it.
+    ``extraction=False`` skips ξ (surrogate training) for quick controls.
+    """
     device = torch.device(device)
-    eval_model.to(device).eval()
-    logits = _batched(eval_model, attack, device)
-    shape = tuple(attack.shape[1:])
-    metrics = {
-        "acc1": accuracy_at_k(logits, attack_targets, 1),
-        "acc5": accuracy_at_k(logits, attack_targets, 5),
-        "eval_confidence": float(torch.softmax(logits, -1)[torch.arange(len(attack_targets)), attack_targets].mean()),
-        "delta_eval": feature_distance(eval_model, attack, attack_targets, train[0], train[1], device),
-    }
-    num_classes = int(logits.shape[-1])
-    metrics.update(
-        knowledge_extraction(
-            attack,
-            attack_targets,
-            {"xi_train": train, "xi_test": test},
-            lambda: build_model(surrogate_arch, shape, num_classes),  # type: ignore[arg-type]
-            lambda model, x, y, seed: train_classifier(
-                model, x, y, config.surrogate_epochs, config.batch_size, config.lr, seed, device
-            ),
-            config.surrogate_inits,
-            config.seed + 1000,
-            device,
+    judge.model.to(device).eval()
+    metrics = judged_accuracy(judge.model, attack, attack_targets, device)
+    base = judged_accuracy(judge.model, baseline, baseline_targets, device)
+    reliable = judge_reliability(judge.test_accuracy, target_accuracy, options.reliability_margin)
+    if not reliable:
+        log.warning(
+            "model inversion: the judge (%s, %.1f %% test accuracy) is more than %.0f points below the target (%.1f %%); "
+            "Acc@1 is unreliable (acc1_reliable = 0): train the judge longer (model_attack.evaluation.epochs)",
+            judge.arch, 100 * judge.test_accuracy, 100 * options.reliability_margin, 100 * target_accuracy,
         )
-    )
-    face = face_distance(config.face_weights, attack, attack_targets, train[0], train[1], device)
+    metrics.update({
+        "num_images": float(len(attack_targets)),
+        "baseline_acc1": base["acc1"],
+        "baseline_acc1_low": base["acc1_low"],
+        "baseline_acc1_high": base["acc1_high"],
+        "baseline_num_images": float(len(baseline_targets)),
+        "lift": metrics["acc1"] - base["acc1"],
+        "judge_accuracy": judge.test_accuracy,
+        "target_accuracy": target_accuracy,
+        "acc1_reliable": float(reliable),
+        "chance": 1.0 / max(len(attack_targets.unique()), 1),
+        "delta_eval": feature_distance(judge.model, attack, attack_targets, train[0], train[1], device),
+    })
+    if extraction:
+        surrogate = judge.arch if options.surrogate_model == "auto" else options.surrogate_model
+        metrics.update(knowledge_extraction_scores(attack, attack_targets, surrogate, train, test, options, device))
+    face = face_distance(options.face_weights, attack, attack_targets, train[0], train[1], device)
     if face is not None:
         metrics["delta_face"] = face
-    fid = frechet_inception_distance(config.inception_weights, attack, train[0])
+    fid = frechet_inception_distance(options.inception_weights, attack, train[0])
     if fid is not None:
         metrics["fid"] = fid
     return metrics
+
+
+def knowledge_extraction_scores(
+    attack: torch.Tensor,
+    attack_targets: torch.Tensor,
+    surrogate_arch: str,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    options: JudgeOptions,
+    device: torch.device,
+) -> dict[str, float]:
+    """ξ_train and ξ_test with surrogates of ``surrogate_arch`` (see :func:`knowledge_extraction`)."""
+    from fedls.metrics.judge import build_judge
+
+    shape = tuple(attack.shape[1:])
+    num_classes = int(max(int(train[1].max()), int(attack_targets.max())) + 1)
+    return knowledge_extraction(
+        attack,
+        attack_targets,
+        {"xi_train": train, "xi_test": test},
+        lambda: build_judge(surrogate_arch, shape, num_classes) if surrogate_arch == "judge"  # type: ignore[arg-type]
+        else build_model(surrogate_arch, shape, num_classes),  # type: ignore[arg-type]
+        lambda model, x, y, seed: train_classifier(model, x, y, options.surrogate_epochs, options.batch_size, options.lr, seed, device),
+        options.surrogate_inits,
+        options.seed + 1000,
+        device,
+    )

@@ -1,206 +1,127 @@
-"""Validated hyper-parameters of the model-inversion attack, its prior and its evaluation.
+"""Options of the model-inversion attack and of its generative prior (one schema: :mod:`fedls.schema`).
 
-Seed 001 §4.1 and Appx. B.4 (Plug & Play Attacks). Every number the attack uses lives here;
-the observer's ``model_attack`` table is a flat dict whose keys map onto these classes:
-``prior_*`` keys go to :class:`PriorConfig`, ``eval_*`` keys to :class:`EvalConfig`, the
-rest to :class:`PPAConfig` or :class:`ModelAttackOptions`.
+Struppek et al. 2024 ("Be Careful What You Smooth For", §4.1, Appx. B.4: Plug & Play Attacks).
+These are the attacker's sections ``[model_attack.ppa]`` and ``[model_attack.prior]``; the
+scorer's ``[model_attack.evaluation]`` is declared in :mod:`fedls.metrics.judge` and the
+table that nests all three in :mod:`fedls.federation.observers.model_inversion` (the attack
+package may not import the scorers).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Annotated, Literal, Self
+
+import numpy as np
+from pydantic import Field, model_validator
 
 from fedls.errors import ConfigError
+from fedls.schema import Options
 
-LossName = Literal["poincare", "ce", "gmi"]
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+LossName = Literal["poincare", "ce", "gmi", "logit-margin"]
+RankingName = Literal["confidence", "margin"]
+UnitPair = Annotated[tuple[float, float], Field(description="(low, high)")]
 
 
-def _check_range(name: str, lo: float, hi: float, *values: float) -> None:
-    for value in values:
-        _check(lo <= value <= hi, f"model-attack option {name} must lie in [{lo}, {hi}] (got {value})")
-
-
-def config_hash(config: object) -> str:
-    """Stable short hash of a dataclass config (part of cache keys)."""
-    text = json.dumps(asdict(config), sort_keys=True, default=str)  # type: ignore[call-overload]
+def config_hash(options: Options) -> str:
+    """Stable short hash of an option table (part of cache keys)."""
+    text = json.dumps(options.model_dump(mode="json"), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class PriorConfig:
-    """The server's DCGAN prior, trained on public images only (seed 001 §2.1: the generative
-    prior of a generative MIA is learned from auxiliary data)."""
-
-    latent_dim: int = 32
-    width: int = 64  # channels of the generator's widest layer
-    steps: int = 1500  # generator updates
-    batch_size: int = 64
-    lr: float = 2e-4
-    beta1: float = 0.5
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _check(4 <= self.latent_dim <= 1024, f"prior_latent_dim must be in [4, 1024] (got {self.latent_dim})")
-        _check(8 <= self.width <= 1024, f"prior_width must be in [8, 1024] (got {self.width})")
-        _check(1 <= self.steps <= 10**6, f"prior_steps must be in [1, 1e6] (got {self.steps})")
-        _check(2 <= self.batch_size <= 4096, f"prior_batch_size must be in [2, 4096] (got {self.batch_size})")
-        _check(0 < self.lr <= 0.1, f"prior_lr must be in (0, 0.1] (got {self.lr})")
-        _check(0 <= self.beta1 < 1, f"prior_beta1 must be in [0, 1) (got {self.beta1})")
+def _ordered_in_unit(name: str, pair: tuple[float, float]) -> None:
+    lo, hi = pair
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"{name} must satisfy 0 < low <= high <= 1 (got {pair})")
 
 
-@dataclass(frozen=True)
-class PPAConfig:
-    """Plug & Play Attack (seed 001 Appx. B.4) scaled down for small images and CPUs.
+class PriorOptions(Options):
+    """``[model_attack.prior]``: the server's DCGAN prior, trained on public images only
+    (a generative MIA learns its image prior from auxiliary data; Struppek et al. 2024 §2.1)."""
 
-    ``classes``: number of target classes sampled at random, or 0 for all classes, or an
-    explicit list. ``candidates_per_class`` latents per class start the optimisation
-    (stage 1, top-k); ``samples_per_class`` are kept after selection (stage 3, top-m).
+    latent_dim: int = Field(32, ge=4, le=1024, description="latent size of the generator")
+    width: int = Field(64, ge=8, le=1024, description="channels of the generator's widest layer")
+    steps: int = Field(1500, ge=1, le=10**6, description="generator updates")
+    batch_size: int = Field(64, ge=2, le=4096, description="prior training batch size")
+    lr: float = Field(2e-4, gt=0, le=0.1, description="Adam learning rate")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
+    seed: int = Field(0, ge=0, description="prior training seed")
+
+
+class PPAOptions(Options):
+    """``[model_attack.ppa]``: Plug & Play Attack (Struppek et al. 2024, Appx. B.4) scaled down
+    for small images and CPUs.
+
+    ``classes``: 0 = all classes, a number = a seeded random subset, or a list of indices.
+    ``candidates_per_class`` latents per class start the optimisation (stage 1, top-k);
+    ``samples_per_class`` attack images are kept after selection (stage 3, top-m).
     """
 
-    classes: int | tuple[int, ...] = 0
-    pool_size: int = 2000
-    candidates_per_class: int = 20
-    samples_per_class: int = 10
-    steps: int = 70
-    lr: float = 0.005
-    betas: tuple[float, float] = (0.1, 0.1)
-    loss: LossName = "poincare"
-    poincare_target: float = 0.9999
-    gmi_prior_weight: float = 1.0
-    opt_crop_scale: tuple[float, float] = (0.9, 1.0)
-    opt_flip: float = 0.5
-    selection_augmentations: int = 20
-    selection_crop_scale: tuple[float, float] = (0.5, 0.9)
-    selection_crop_ratio: tuple[float, float] = (0.8, 1.2)
-    selection_flip: float = 0.5
-    batch_size: int = 256
-    seed: int = 0
+    classes: int | list[int] = Field(0, description="attacked classes: 0 = all, N = a random subset, or a list")
+    pool_size: int = Field(2000, ge=1, le=10**7, description="latents scored in stage 1")
+    candidates_per_class: int = Field(20, ge=1, le=10**5, description="latents optimised per class (stage-1 top-k)")
+    samples_per_class: int = Field(10, ge=1, le=10**5, description="attack images kept per class (stage-3 top-m)")
+    steps: int = Field(70, ge=0, le=100_000, description="optimisation steps (stage 2)")
+    lr: float = Field(0.005, gt=0, le=10, description="Adam learning rate on the latents")
+    betas: UnitPair = Field((0.1, 0.1), description="Adam betas (PPA: 0.1, 0.1)")
+    loss: LossName = Field(
+        "poincare",
+        description="identity loss: poincare (PPA), ce, gmi (CE + discriminator prior), or logit-margin "
+        "(adaptive: scale-invariant margin, against inflated logits of negative smoothing)",
+    )
+    ranking: RankingName = Field(
+        "confidence",
+        description="stage-1/3 score: confidence (softmax, PPA) or margin (scale-invariant logit margin; adaptive)",
+    )
+    poincare_target: float = Field(0.9999, gt=0.5, lt=1, description="target entry of the Poincaré one-hot")
+    gmi_prior_weight: float = Field(1.0, ge=0, description="weight of the discriminator term of the gmi loss")
+    opt_crop_scale: UnitPair = Field((0.9, 1.0), description="random-resized-crop area while optimising")
+    opt_flip: float = Field(0.5, ge=0, le=1, description="flip probability while optimising")
+    selection_augmentations: int = Field(20, ge=1, le=1000, description="augmentations per image in stage 3")
+    selection_crop_scale: UnitPair = Field((0.5, 0.9), description="crop area in stage 3")
+    selection_crop_ratio: UnitPair = Field((0.8, 1.2), description="crop aspect ratio in stage 3")
+    selection_flip: float = Field(0.5, ge=0, le=1, description="flip probability in stage 3")
+    batch_size: int = Field(256, ge=1, le=65536, description="images per forward pass")
+    seed: int = Field(0, ge=0, description="attack seed (combined with the run's seed)")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
         if isinstance(self.classes, list):
-            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
-        for name in ("betas", "opt_crop_scale", "selection_crop_scale", "selection_crop_ratio"):
-            value = getattr(self, name)
-            _check(isinstance(value, (tuple, list)) and len(value) == 2, f"model-attack option {name} needs two numbers")
-            object.__setattr__(self, name, (float(value[0]), float(value[1])))
-        if isinstance(self.classes, tuple):
-            _check(len(self.classes) > 0 and all(c >= 0 for c in self.classes), "classes must list class indices >= 0")
-        else:
-            _check(isinstance(self.classes, int) and self.classes >= 0, f"classes must be >= 0 (0 = all) (got {self.classes})")
-        _check(self.loss in ("poincare", "ce", "gmi"), f"unknown model-attack loss {self.loss!r}; choose poincare, ce or gmi")
-        _check(1 <= self.samples_per_class <= self.candidates_per_class,
-               f"samples_per_class ({self.samples_per_class}) must be in [1, candidates_per_class={self.candidates_per_class}]")
-        _check(self.pool_size >= self.candidates_per_class,
-               f"pool_size ({self.pool_size}) must be >= candidates_per_class ({self.candidates_per_class})")
-        _check(0 <= self.steps <= 100_000, f"steps must be in [0, 100000] (got {self.steps})")
-        _check(0 < self.lr <= 10, f"lr must be in (0, 10] (got {self.lr})")
-        _check_range("betas", 0.0, 0.9999, *self.betas)
-        _check(0.5 < self.poincare_target < 1, f"poincare_target must be in (0.5, 1) (got {self.poincare_target})")
-        _check(self.gmi_prior_weight >= 0, "gmi_prior_weight must be >= 0")
-        for name in ("opt_crop_scale", "selection_crop_scale"):
-            lo, hi = getattr(self, name)
-            _check(0 < lo <= hi <= 1, f"{name} must satisfy 0 < low <= high <= 1 (got {(lo, hi)})")
+            if not self.classes or min(self.classes) < 0:
+                raise ValueError("classes must list class indices >= 0")
+        elif self.classes < 0:
+            raise ValueError("classes must be >= 0 (0 = all)")
+        if self.samples_per_class > self.candidates_per_class:
+            raise ValueError(
+                f"samples_per_class ({self.samples_per_class}) must be <= candidates_per_class ({self.candidates_per_class})"
+            )
+        if self.pool_size < self.candidates_per_class:
+            raise ValueError(f"pool_size ({self.pool_size}) must be >= candidates_per_class ({self.candidates_per_class})")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must lie in [0, 1) (got {self.betas})")
+        _ordered_in_unit("opt_crop_scale", self.opt_crop_scale)
+        _ordered_in_unit("selection_crop_scale", self.selection_crop_scale)
         lo, hi = self.selection_crop_ratio
-        _check(0 < lo <= hi, f"selection_crop_ratio must satisfy 0 < low <= high (got {(lo, hi)})")
-        _check_range("opt_flip", 0, 1, self.opt_flip)
-        _check_range("selection_flip", 0, 1, self.selection_flip)
-        _check(1 <= self.selection_augmentations <= 1000, "selection_augmentations must be in [1, 1000]")
-        _check(1 <= self.batch_size <= 65536, "batch_size must be in [1, 65536]")
+        if not 0 < lo <= hi:
+            raise ValueError(f"selection_crop_ratio must satisfy 0 < low <= high (got {self.selection_crop_ratio})")
+        return self
+
+    def check_classes(self, num_classes: int) -> None:
+        """Refuse class indices or counts the target does not have (before any run starts)."""
+        if isinstance(self.classes, list):
+            bad = [c for c in self.classes if c >= num_classes]
+            if bad:
+                raise ConfigError(f"model_attack.ppa.classes: {bad} do not exist; the private task has {num_classes} classes (0-{num_classes - 1})")
+        elif self.classes > num_classes:
+            raise ConfigError(f"model_attack.ppa.classes: {self.classes} is more than the {num_classes} classes of the private task")
 
     def target_classes(self, num_classes: int) -> list[int]:
         """The attacked classes: all, an explicit list, or a seeded random subset."""
-        import numpy as np
-
-        if isinstance(self.classes, tuple):
-            bad = [c for c in self.classes if c >= num_classes]
-            _check(not bad, f"classes {bad} do not exist; the model has {num_classes} classes")
+        self.check_classes(num_classes)
+        if isinstance(self.classes, list):
             return sorted(set(self.classes))
-        if self.classes == 0 or self.classes >= num_classes:
+        if self.classes in (0, num_classes):
             return list(range(num_classes))
         rng = np.random.default_rng(self.seed)
         return sorted(int(c) for c in rng.choice(num_classes, size=self.classes, replace=False))
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Evaluation model (different architecture than the target, trained centrally on the
-    private training data; seed 001 §4.1) and knowledge-extraction surrogates (ξ)."""
-
-    model: str = "auto"  # "auto": an architecture other than the target's
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-    surrogate_model: str = "auto"  # "auto": same architecture as the evaluation model
-    surrogate_inits: int = 3
-    surrogate_epochs: int = 60
-    face_weights: str | None = None  # local VGGFace2 InceptionResnetV1 state_dict for δ_face
-    inception_weights: str | None = None  # local FID Inception weights
-
-    def __post_init__(self) -> None:
-        _check(1 <= self.epochs <= 10_000, f"eval_epochs must be in [1, 10000] (got {self.epochs})")
-        _check(1 <= self.batch_size <= 65536, "eval_batch_size must be in [1, 65536]")
-        _check(0 < self.lr <= 1, f"eval_lr must be in (0, 1] (got {self.lr})")
-        _check(1 <= self.surrogate_inits <= 100, f"eval_surrogate_inits must be in [1, 100] (got {self.surrogate_inits})")
-        _check(1 <= self.surrogate_epochs <= 10_000, "eval_surrogate_epochs must be in [1, 10000]")
-
-
-@dataclass(frozen=True)
-class ModelAttackOptions:
-    """The observer's options: when to attack, where caches live, and the three configs."""
-
-    every: int = 5
-    cache_dir: str | None = None
-    grid_classes: int = 10  # classes shown in the logged image grid
-    attack: PPAConfig = field(default_factory=PPAConfig)
-    prior: PriorConfig = field(default_factory=PriorConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-
-    def __post_init__(self) -> None:
-        _check(isinstance(self.every, int) and self.every >= 1, f"model-attack every must be a whole number >= 1 (got {self.every})")
-        _check(self.grid_classes >= 1, "grid_classes must be >= 1")
-
-    @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> ModelAttackOptions:
-        """Build from the flat ``model_attack`` table; unknown keys are an error listing the valid ones."""
-        own = {f.name for f in fields(cls)} - {"attack", "prior", "evaluation"}
-        attack_keys = {f.name for f in fields(PPAConfig)}
-        prior_keys = {f.name for f in fields(PriorConfig)}
-        eval_keys = {f.name for f in fields(EvalConfig)}
-        top: dict[str, Any] = {}
-        parts: dict[str, dict[str, Any]] = {"attack": {}, "prior": {}, "evaluation": {}}
-        unknown = []
-        for raw_key, value in options.items():
-            key = raw_key.replace("-", "_")
-            if key in ("enabled", "enable"):
-                continue  # a switch only; a non-empty table already turns the attack on
-            if key in own:
-                top[key] = value
-            elif key.startswith("prior_") and key[6:] in prior_keys:
-                parts["prior"][key[6:]] = value
-            elif key.startswith("eval_") and key[5:] in eval_keys:
-                parts["evaluation"][key[5:]] = value
-            elif key in attack_keys:
-                parts["attack"][key] = value
-            else:
-                unknown.append(raw_key)
-        if unknown:
-            valid = sorted(own | attack_keys | {f"prior_{k}" for k in prior_keys} | {f"eval_{k}" for k in eval_keys})
-            raise ConfigError(f"unknown model_attack option(s) {', '.join(sorted(unknown))}; valid: {', '.join(valid)}")
-        try:
-            return cls(
-                attack=PPAConfig(**parts["attack"]),
-                prior=PriorConfig(**parts["prior"]),
-                evaluation=EvalConfig(**parts["evaluation"]),
-                **top,
-            )
-        except TypeError as exc:  # wrong value types reach here as TypeErrors from comparisons
-            raise ConfigError(f"bad model_attack option value ({exc}); check the types in the table") from None

@@ -32,3 +32,24 @@ def gmi_loss(
 ) -> torch.Tensor:
     """GMI: identity CE plus the discriminator's realism prior ``−log D(G(z))`` (non-saturating)."""
     return cross_entropy_loss(logits, targets) + prior_weight * F.softplus(-discriminator_logits)
+
+
+def normalised_margin(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``(z_t − max_{j≠t} z_j) / ‖z − mean(z)‖₂``: the target's logit margin measured
+    in units of the logits' own spread, so it is unchanged when all logits are scaled by a
+    positive factor (and shifted by a constant). Lies in [−√2, √2]."""
+    target_logit = logits.gather(1, targets[:, None]).squeeze(1)
+    others = logits.scatter(1, targets[:, None], float("-inf"))
+    centred = logits - logits.mean(dim=-1, keepdim=True)
+    return (target_logit - others.max(dim=-1).values) / centred.norm(dim=-1).clamp_min(_EPS)
+
+
+def logit_margin_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Adaptive identity loss against negative label smoothing (not in Struppek et al. 2024).
+
+    Negative smoothing inflates the logits (its loss is unbounded below), so softmax-based
+    losses and scores saturate: cross-entropy's gradient vanishes and every candidate looks
+    100 % confident. The normalised margin (:func:`normalised_margin`) is scale-invariant, so an
+    attacker who knows the target was trained with α < 0 loses nothing to the inflation; the
+    loss is its negation (minimised = margin maximised)."""
+    return -normalised_margin(logits, targets)

@@ -5,11 +5,16 @@ augmentation (original + flip) and keep the top-k latents per target class; (2) 
 — Adam on the latents against the Poincaré loss (or CE / GMI) under a mild random-resized
 crop, recording the cosine similarity of consecutive input gradients (§4.4, Eq. 4, Fig. 6b);
 (3) selection — keep the top-m latents per class by mean target confidence under strong
-augmentations.
+augmentations. The best m prior samples per class of stage 1 are returned as well, untouched:
+the baseline a scorer compares the attack with (what the prior alone gives).
 
-Threat model: :func:`run_ppa` receives the target model, the prior and the attack config
-only. Ground truth (private images, labels) never enters this module; metrics live in
-:mod:`fedls.metrics.inversion`.
+``ranking = "margin"`` and ``loss = "logit-margin"`` are an adaptive attacker's variants
+(see :mod:`fedls.attacks.model.losses`): scale-invariant where softmax saturates on the
+inflated logits of a negatively smoothed target.
+
+Threat model: :func:`run_ppa` receives the target model, the prior, the number of classes and
+the attack options only. Ground truth (private images, labels) never enters this package;
+scoring lives in :mod:`fedls.metrics.inversion`.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import torch
 from torch import nn
 
 from fedls.attacks.model.augment import flip, random_resized_crop
-from fedls.attacks.model.config import PPAConfig
-from fedls.attacks.model.losses import cross_entropy_loss, gmi_loss, poincare_loss
+from fedls.attacks.model.config import PPAOptions, RankingName
+from fedls.attacks.model.losses import cross_entropy_loss, gmi_loss, logit_margin_loss, normalised_margin, poincare_loss
 from fedls.attacks.model.prior import Prior
 from fedls.errors import ConfigError
 
@@ -35,6 +40,8 @@ class AttackResult:
 
     images: torch.Tensor  # [N, C, H, W] in [-1, 1], grouped by class
     targets: torch.Tensor  # [N] attacked class of each image
+    baseline_images: torch.Tensor  # [M, C, H, W] the best stage-1 prior samples per class, not optimised
+    baseline_targets: torch.Tensor  # [M]
     latents: torch.Tensor  # [N, latent_dim]
     selection_confidence: torch.Tensor  # [N] mean target confidence under strong augmentation
     initial_confidence: torch.Tensor  # [K] stage-1 scores of all optimised candidates
@@ -63,19 +70,35 @@ def _generate(prior: Prior, z: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _softmax(target: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([torch.softmax(target(chunk).float(), -1) for chunk in images.split(batch_size)])
+def _logits(target: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([target(chunk).float() for chunk in images.split(batch_size)])
+
+
+def class_scores(logits: torch.Tensor, ranking: RankingName) -> torch.Tensor:
+    """[N, C] score of every image for every class: softmax confidence (PPA) or the
+    scale-invariant normalised logit margin (adaptive; see :func:`normalised_margin`)."""
+    if ranking == "confidence":
+        return torch.softmax(logits, -1)
+    n, c = logits.shape
+    every = torch.arange(c, device=logits.device).repeat(n)
+    return normalised_margin(logits.repeat_interleave(c, dim=0), every).view(n, c)
+
+
+@torch.no_grad()
+def _scores(target: nn.Module, images: torch.Tensor, config: PPAOptions) -> torch.Tensor:
+    return class_scores(_logits(target, images, config.batch_size), config.ranking)
 
 
 @torch.no_grad()
 def sample_latents(
-    target: nn.Module, prior: Prior, classes: list[int], config: PPAConfig, device: torch.device, rng: torch.Generator
+    target: nn.Module, prior: Prior, classes: list[int], config: PPAOptions, device: torch.device, rng: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 1: top-``candidates_per_class`` latents per class out of ``pool_size`` by mean target
-    confidence on the original and flipped image. Returns latents, their targets and scores."""
+    score (``ranking``) on the original and flipped image. Returns latents, their targets and
+    scores, best first within each class."""
     pool = torch.randn(config.pool_size, prior.generator.latent_dim, generator=rng).to(device)
     images = _generate(prior, pool, config.batch_size).clamp(-1, 1)
-    probs = (_softmax(target, images, config.batch_size) + _softmax(target, flip(images), config.batch_size)) / 2
+    probs = (_scores(target, images, config) + _scores(target, flip(images), config)) / 2
     latents, targets, scores = [], [], []
     for c in classes:
         top = probs[:, c].topk(config.candidates_per_class)
@@ -86,12 +109,14 @@ def sample_latents(
 
 
 def _loss(
-    config: PPAConfig, logits: torch.Tensor, targets: torch.Tensor, prior: Prior, images: torch.Tensor
+    config: PPAOptions, logits: torch.Tensor, targets: torch.Tensor, prior: Prior, images: torch.Tensor
 ) -> torch.Tensor:
     if config.loss == "poincare":
         return poincare_loss(logits, targets, config.poincare_target)
     if config.loss == "ce":
         return cross_entropy_loss(logits, targets)
+    if config.loss == "logit-margin":
+        return logit_margin_loss(logits, targets)
     if prior.discriminator is None:
         raise ConfigError("the gmi loss needs a prior with a discriminator; use loss=poincare or ce with a user generator")
     return gmi_loss(logits, targets, prior.discriminator(images), config.gmi_prior_weight)
@@ -102,7 +127,7 @@ def optimise_latents(
     prior: Prior,
     latents: torch.Tensor,
     targets: torch.Tensor,
-    config: PPAConfig,
+    config: PPAOptions,
     rng: torch.Generator,
     progress: StageProgress | None = None,
 ) -> tuple[torch.Tensor, list[float], list[float], list[float]]:
@@ -145,10 +170,10 @@ def select_results(
     latents: torch.Tensor,
     targets: torch.Tensor,
     classes: list[int],
-    config: PPAConfig,
+    config: PPAOptions,
     rng: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stage 3: score every optimised image by its mean target confidence over
+    """Stage 3: score every optimised image by its mean target score (``ranking``) over
     ``selection_augmentations`` strong augmentations (flip, crop scale [0.5, 0.9], ratio
     [0.8, 1.2]) and keep the top ``samples_per_class`` per class."""
     images = _generate(prior, latents, config.batch_size).clamp(-1, 1)
@@ -158,7 +183,7 @@ def select_results(
         augmented = random_resized_crop(
             images, config.selection_crop_scale, config.selection_crop_ratio, config.selection_flip, generator=rng
         )
-        score += _softmax(target, augmented, config.batch_size)[index, targets]
+        score += _scores(target, augmented, config)[index, targets]
     score /= config.selection_augmentations
     keep = torch.cat([
         torch.nonzero(targets == c).squeeze(1)[score[targets == c].topk(config.samples_per_class).indices] for c in classes
@@ -170,7 +195,7 @@ def run_ppa(
     target: nn.Module,
     prior: Prior,
     num_classes: int,
-    config: PPAConfig,
+    config: PPAOptions,
     device: torch.device | str = "cpu",
     progress: StageProgress | None = None,
 ) -> AttackResult:
@@ -191,12 +216,18 @@ def run_ppa(
         if progress is not None:
             progress("sample", 0, 1)
         latents, targets, initial = sample_latents(target, prior, classes, config, device, rng)
+        # the stage-1 baseline: each class's best samples_per_class prior samples (candidates are
+        # best first within a class), scored like the attack images
+        first = torch.cat([torch.nonzero(targets == c).squeeze(1)[: config.samples_per_class] for c in classes])
+        with torch.no_grad():
+            baseline_images = _generate(prior, latents[first], config.batch_size).clamp(-1, 1)
+        baseline_targets = targets[first]
         if progress is not None:
             progress("sample", 1, 1)
         latents, cos_mean, cos_std, losses = optimise_latents(target, prior, latents, targets, config, rng, progress)
         with torch.no_grad():
             final_images = _generate(prior, latents, config.batch_size).clamp(-1, 1)
-            final = _softmax(target, final_images, config.batch_size)[torch.arange(len(targets)), targets].cpu()
+            final = _scores(target, final_images, config)[torch.arange(len(targets)), targets].cpu()
         images, kept_targets, kept_latents, score = select_results(target, prior, latents, targets, classes, config, rng)
         if progress is not None:
             progress("select", 1, 1)
@@ -206,6 +237,8 @@ def run_ppa(
     return AttackResult(
         images=images.cpu(),
         targets=kept_targets.cpu(),
+        baseline_images=baseline_images.cpu(),
+        baseline_targets=baseline_targets.cpu(),
         latents=kept_latents.cpu(),
         selection_confidence=score.cpu(),
         initial_confidence=initial,

@@ -2,24 +2,24 @@
 
 Seed 001 §2.1 (generative MIAs learn an image prior from public data) and Appx. B.4 (PPA
 plugs any pre-trained GAN in). Labels of the public split are never read. A trained prior is
-cached on disk and reused across runs. Prior quality is reported because a noisy prior can
-fool the evaluation model with textures (DESIGN.md, lessons): see :func:`prior_quality`.
+cached on disk and reused across runs. Its quality is scored by the judge
+(:func:`fedls.metrics.inversion.prior_quality`): a noisy prior can fool a judge with textures.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from fedls.attacks.model.cache import cache_path, dataset_fingerprint, load_cached, save_cached
-from fedls.attacks.model.config import PriorConfig, config_hash
+from fedls.attacks.model.config import PriorOptions, config_hash
 from fedls.attacks.model.generator import DCGANDiscriminator, DCGANGenerator, Generator
+from fedls.cache import cache_path, dataset_fingerprint, load_cached, save_cached
 from fedls.errors import CheckpointError, DataError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def public_images(public: Dataset) -> torch.Tensor:
     return torch.stack([torch.as_tensor(public[i][0]) for i in range(len(public))]).float()  # type: ignore[arg-type]
 
 
-def build_dcgan(config: PriorConfig, image_shape: tuple[int, int, int]) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+def build_dcgan(config: PriorOptions, image_shape: tuple[int, int, int]) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     channels, size, _ = image_shape
     return (
         DCGANGenerator(config.latent_dim, channels, size, config.width),
@@ -56,7 +56,7 @@ def build_dcgan(config: PriorConfig, image_shape: tuple[int, int, int]) -> tuple
 
 def train_prior(
     images: torch.Tensor,
-    config: PriorConfig,
+    config: PriorOptions,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> Prior:
@@ -95,7 +95,7 @@ def train_prior(
     return Prior(generator, discriminator, source="dcgan", info={"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())})
 
 
-def prior_cache_key(dataset_name: str, public: Dataset, image_shape: tuple[int, int, int], config: PriorConfig) -> dict[str, object]:
+def prior_cache_key(dataset_name: str, public: Dataset, image_shape: tuple[int, int, int], config: PriorOptions) -> dict[str, object]:
     return {
         "kind": "prior",
         "dataset": dataset_name,
@@ -110,7 +110,7 @@ def load_or_train_prior(
     dataset_name: str,
     public: Dataset,
     image_shape: tuple[int, int, int],
-    config: PriorConfig,
+    config: PriorOptions,
     cache_dir: Path | str | None = None,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
@@ -131,13 +131,13 @@ def load_or_train_prior(
         return Prior(generator.to(device), discriminator.to(device), source="dcgan", cache_file=path)
     log.info("training the generative prior on %d public images (%d steps)", len(public), config.steps)  # type: ignore[arg-type]
     prior = train_prior(public_images(public), config, device, progress)
-    meta = {"dataset": dataset_name, "image_shape": list(image_shape), "config": asdict(config), **prior.info}
+    meta = {"dataset": dataset_name, "image_shape": list(image_shape), "config": config.model_dump(mode="json"), **prior.info}
     save_cached(path, {"generator": prior.generator.state_dict(), "discriminator": prior.discriminator.state_dict()}, meta)  # type: ignore[union-attr, attr-defined]
     prior.cache_file = path
     return prior
 
 
-def load_generator_file(path: Path, config: PriorConfig, image_shape: tuple[int, int, int]) -> Prior:
+def load_generator_file(path: Path, config: PriorOptions, image_shape: tuple[int, int, int]) -> Prior:
     """A prior saved by ``fedls prior train`` (or any file with a matching ``generator`` state_dict)."""
     states = load_cached(path)
     if states is None:
@@ -158,25 +158,3 @@ def load_generator_file(path: Path, config: PriorConfig, image_shape: tuple[int,
 def sample_prior(prior: Prior, n: int, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
     z = torch.randn(n, prior.generator.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     return prior.generator(z).clamp(-1, 1).cpu()
-
-
-@torch.no_grad()
-def prior_quality(samples: torch.Tensor, classifier: torch.nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
-    """FID-free quality proxy with a classifier trained on real data (the evaluation model):
-
-    * ``confidence``: mean top-1 softmax confidence on prior samples (real-looking digits/faces
-      are classified confidently; noise is not),
-    * ``class_entropy``: entropy (nats) of the mean predicted class distribution, i.e. how many
-      classes the prior covers (log C = uniform coverage),
-    * ``inception_score``: exp(E_x KL(p(y|x) ‖ p(y))), the Inception-Score formula with the
-      evaluation model in place of Inception (higher = sharper and more diverse).
-    """
-    classifier.to(device).eval()
-    probs = torch.softmax(classifier(samples.to(device)).float(), dim=-1).cpu()
-    marginal = probs.mean(0)
-    kl = (probs * (probs.clamp_min(1e-12).log() - marginal.clamp_min(1e-12).log())).sum(-1)
-    return {
-        "confidence": float(probs.max(-1).values.mean()),
-        "class_entropy": float(-(marginal * marginal.clamp_min(1e-12).log()).sum()),
-        "inception_score": float(kl.mean().exp()),
-    }

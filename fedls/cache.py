@@ -1,4 +1,4 @@
-"""On-disk cache for server-side models (generative prior, evaluation model).
+"""On-disk cache for server-side models (the attack's generative prior, the scorer's judge).
 
 Key = what determines the trained weights: kind, dataset name, a fingerprint of the data
 split, resolution, seed and the config hash. Files are plain ``state_dict`` archives read
