@@ -255,7 +255,8 @@ PINNED: tuple[str, ...] = (
 def tensorboard_url(port: int = 6006, host: str = "localhost", pinned: Sequence[str] = PINNED) -> str:
     """A Time Series link with the privacy-vs-utility charts pinned at the top. Time Series
     itself sorts groups by name (``clients`` first) and opens the first two; pinned cards come
-    before every group. Pinning a tag a run lacks shows an empty card, so pass what exists."""
+    before every group. A pinned tag that no run has is left out by TensorBoard (checked in
+    headless Chromium), so the default list may name tags only some runs log."""
     cards = json.dumps([{"plugin": "scalars", "tag": tag} for tag in pinned], separators=(",", ":"))
     return f"http://{host}:{port}/?pinnedCards={quote(cards, safe='')}#timeseries"
 
