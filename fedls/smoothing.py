@@ -17,7 +17,7 @@ from fedls.errors import ConfigError
 
 
 def smoothed_targets(labels: torch.Tensor, num_classes: int, alpha: float) -> torch.Tensor:
-    """Return ``(1-α)·onehot(labels) + α/C`` (seed 001, Eq. 2); rows always sum to 1."""
+    """Return ``(1-α)·onehot(labels) + α/C`` (Struppek et al. 2024, Eq. 2); rows always sum to 1."""
     onehot = F.one_hot(labels, num_classes).to(torch.get_default_dtype())
     return (1.0 - alpha) * onehot + alpha / num_classes
 
@@ -46,7 +46,7 @@ def validate_alpha(alpha: float) -> float:
 class SmoothingSchedule:
     """The α in force at each federated round.
 
-    Positive (and zero) α holds from the first round. Negative α follows seed 001 §4.1's
+    Positive (and zero) α holds from the first round. Negative α follows Struppek et al. (2024) §4.1's
     warm-up, expressed over global rounds: ``warmup_rounds`` rounds with α = 0, then a linear
     ramp over ``ramp_rounds`` rounds that reaches ``alpha`` at its last round, then ``alpha``.
     ``warmup_negative_only=False`` applies the same schedule to positive α.

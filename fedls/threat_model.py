@@ -53,7 +53,7 @@ class ClientRecipe(Options):
 class ProbeRequest:
     """A *malicious* server's request that changes what one client does this round.
 
-    ``fedsgd``: also send the gradient of ``batch`` of your samples (seed 003's FedSGD setting).
+    ``fedsgd``: also send the gradient of ``batch`` of your samples (Wang et al.'s (2024) FedSGD setting).
     ``fedavg``: train this round on exactly ``batch`` samples, so the update has a known truth.
     ``mixup``: Beta parameter of the probe's mixup coefficient, 0 = off.
     An honest-but-curious server sends none: the default threat mode changes nothing clients do.

@@ -1,4 +1,4 @@
-"""Crop and align a FaceScrub or CelebA folder into an ImageFolder tree, as seed 001 does.
+"""Crop and align a FaceScrub or CelebA folder into an ImageFolder tree, as Struppek et al. (2024) does.
 
 Faces are detected with facenet-pytorch's MTCNN (its weights ship in the wheel), cropped
 with a margin, resized to a square and written as ``OUT/<identity>/<image>.png``. The pass

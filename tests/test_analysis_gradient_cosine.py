@@ -1,4 +1,4 @@
-"""The gradient-cosine recorder (seed 001 §4.4, Eq. 4) on problems with known answers."""
+"""The gradient-cosine recorder (Struppek et al. 2024, §4.4, Eq. 4) on problems with known answers."""
 
 from __future__ import annotations
 

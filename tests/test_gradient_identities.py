@@ -1,4 +1,4 @@
-"""The last-layer gradient identities that soft-label recovery relies on (seed 003 §3)."""
+"""The last-layer gradient identities that soft-label recovery relies on (Wang et al. 2024, §3)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fedls.assembly import load_splits
 from fedls.config import RunConfig
 from fedls.federation.simulation import SimulationResult, simulate
 from fedls.models import build_model
@@ -16,18 +17,37 @@ from fedls.run_dir import RunDirectory
 ROUNDS = 3
 
 
-def tiny_config(run_dir: Path, name: str) -> RunConfig:
-    return RunConfig(
+# A model-inversion budget small enough for the suite (the defaults are measured in BENCHMARKS.md).
+TINY_MODEL_ATTACK = {
+    "every": 2,
+    "prior": {"steps": 3},
+    "ppa": {"pool_size": 100, "candidates_per_class": 2, "samples_per_class": 2, "steps": 3, "selection_augmentations": 2},
+    "evaluation": {"epochs": 1, "surrogate_inits": 2, "surrogate_epochs": 2},
+}
+
+
+def tiny_config(run_dir: Path, name: str, **changes: object) -> RunConfig:
+    """The default attacks (gradient leakage from every real update, model inversion every k
+    rounds) with a tiny model-inversion budget."""
+    values: dict[str, object] = dict(
         clients=3, rounds=ROUNDS, local_epochs=1, alpha=-0.05, warmup_rounds=1, ramp_rounds=1,
-        run_dir=str(run_dir), name=name, seed=7,
-        gradient_attack={"probe": "fedsgd", "clients": 1, "recon_steps": 5},
+        run_dir=str(run_dir), name=name, seed=7, model_attack=TINY_MODEL_ATTACK,
     )
+    values.update(changes)
+    return RunConfig(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult, SimulationResult]:
     root = tmp_path_factory.mktemp("runs")
     return simulate(tiny_config(root, "a")), simulate(tiny_config(root, "b"))
+
+
+UTILITY = ("global/", "clients/train_loss", "clients/num-examples", "clients/local_steps", "train/alpha")
+
+
+def utility(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k.startswith(UTILITY)} for r in records]
 
 
 def test_run_completes_and_learns(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
@@ -41,10 +61,30 @@ def test_run_completes_and_learns(two_runs: tuple[SimulationResult, SimulationRe
     assert records[-1]["clients/num-clients"] == 3 and records[-1]["clients/missing"] == 0
 
 
-def test_curious_server_attacks_a_probed_client_each_round(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
-    for record in two_runs[0].run.metrics()[1:]:
-        assert record["gradient/clients_attacked"] == 1
-        assert record["gradient/success_rate"] == 1.0  # single-sample probe with a biased head: exact
+def test_both_attacks_are_on_by_default(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
+    records = two_runs[0].run.metrics()
+    for record in records[1:]:  # gradient leakage from every client's real update, every round
+        assert 0.0 <= record["leakage/gradient/label_count_accuracy"] <= 1.0
+        assert record["leakage/gradient/label_count_mae"] >= 0.0
+        assert set(record["per_client"]["gradient/count_exact"]) == {"0", "1", "2"}
+    attacked = [r["round"] for r in records if "leakage/model_inversion/acc1" in r]
+    assert attacked == [2, 3]  # every k = 2 rounds and at the last round
+    summary = two_runs[0].summary
+    assert summary["attacks"] == ["gradient_attack", "model_attack"]
+    assert summary["threat_mode"] == {"gradient": "honest", "model": "honest"}
+
+
+def test_attacks_never_change_training(two_runs: tuple[SimulationResult, SimulationResult], tmp_path: Path) -> None:
+    """Same config and seed: identical utility per round with the attacks off, on (default), and
+    with a malicious FedSGD probe (it adds a gradient to the reply, drawn from its own stream)."""
+    attacked = utility(two_runs[0].run.metrics())
+    off = simulate(tiny_config(tmp_path, "off", attacks="none"))
+    assert utility(off.run.metrics()) == attacked
+    assert not any(k.startswith("leakage/") for r in off.run.metrics() for k in r)
+    probed = simulate(tiny_config(tmp_path, "probe", attacks="gradient", gradient_attack={"threat": "malicious-fedsgd", "recon_steps": 3}))
+    assert utility(probed.run.metrics()) == attacked
+    assert probed.summary["threat_mode"]["gradient"] == "malicious-fedsgd"
+    assert all(r["leakage/gradient/probe_label_success"] == 1.0 for r in probed.run.metrics()[1:])
 
 
 def test_run_directory_is_complete(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
@@ -54,7 +94,8 @@ def test_run_directory_is_complete(two_runs: tuple[SimulationResult, SimulationR
     config = RunDirectory.open(path).config()
     assert config.alpha == -0.05 and config.clients == 3
     state = torch.load(path / "model.pt", weights_only=True)
-    model = build_model(config.model, (1, 8, 8), 10)
+    splits = load_splits(config)
+    model = build_model(config.model, splits.image_shape, splits.num_classes)
     model.load_state_dict(state)
 
 
@@ -63,13 +104,15 @@ def test_tensorboard_has_the_expected_tags(two_runs: tuple[SimulationResult, Sim
     events.Reload()
     tags = set(events.Tags()["scalars"])
     expected = {"global/accuracy", "global/loss", "global/ece", "global/mean_confidence", "global/mean_logit_norm",
-                "train/alpha", "clients/train_loss", "clients/num-examples", "clients/missing"}
+                "train/alpha", "clients/train_loss", "clients/num-examples", "clients/missing",
+                "leakage/gradient/label_count_accuracy", "leakage/model_inversion/acc1"}
     assert expected <= tags
+    assert not any("client_" in tag for tag in tags)  # per-client values are not one chart each
     assert [e.step for e in events.Scalars("global/accuracy")] == list(range(ROUNDS + 1))
 
 
 def test_same_config_and_seed_give_identical_metrics(two_runs: tuple[SimulationResult, SimulationResult]) -> None:
-    # with the gradient attack on: the same clients are probed, the same labels recovered
+    # with both attacks on: the same counts recovered, the same model-inversion numbers
     def strip(records: list[dict]) -> list[dict]:
         return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
 
@@ -96,7 +139,7 @@ def test_ctrl_c_keeps_finished_rounds_and_marks_the_run(tmp_path: Path) -> None:
         if server_round == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
-    config = RunConfig(clients=2, rounds=6, local_epochs=1, run_dir=str(tmp_path), name="stopped")
+    config = RunConfig(clients=2, rounds=6, local_epochs=1, run_dir=str(tmp_path), name="stopped", attacks="none")
     with pytest.raises(RunInterrupted, match="interrupted after round"):
         simulate(config, on_round=press_ctrl_c)
     run = RunDirectory.open(tmp_path / "stopped")
@@ -109,10 +152,10 @@ def test_ctrl_c_keeps_finished_rounds_and_marks_the_run(tmp_path: Path) -> None:
 
 
 def test_a_round_where_every_client_fails_ends_the_run_with_the_reason(tmp_path: Path) -> None:
-    from fedls.federation.server import ClientsFailed
+    from fedls.federation.faults import TooFewClients
 
-    config = RunConfig(clients=2, rounds=5, local_epochs=1, lr=1e30, max_grad_norm=0.0, run_dir=str(tmp_path), name="nan")
-    with pytest.raises(ClientsFailed, match="round 1: every client failed .*training loss became nan"):
+    config = RunConfig(clients=2, rounds=5, local_epochs=1, lr=1e30, max_grad_norm=0.0, run_dir=str(tmp_path), name="nan", attacks="none")
+    with pytest.raises(TooFewClients, match="round 1: only 0 of 2 clients replied.*first failure: .*training loss became nan"):
         simulate(config)
     summary = RunDirectory.open(tmp_path / "nan").summary()
     assert summary is not None and summary["status"] == "failed" and summary["rounds_completed"] == 0

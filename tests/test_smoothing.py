@@ -33,7 +33,7 @@ def test_logit_gradient_is_p_minus_smoothed_target(alpha: float) -> None:
 
 
 def test_targets_example_from_the_paper() -> None:
-    # seed 001 §2.2: α = 0.3 and α = -0.3 on y = (1, 0, 0)
+    # Struppek et al. (2024) §2.2: α = 0.3 and α = -0.3 on y = (1, 0, 0)
     assert torch.allclose(smoothed_targets(torch.tensor([0]), 3, 0.3), torch.tensor([[0.8, 0.1, 0.1]]))
     assert torch.allclose(smoothed_targets(torch.tensor([0]), 3, -0.3), torch.tensor([[1.2, -0.1, -0.1]]))
     assert math.isclose(float(smoothed_targets(torch.tensor([2]), 3, -0.3).sum()), 1.0, abs_tol=1e-6)

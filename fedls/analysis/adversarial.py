@@ -1,7 +1,7 @@
 """L∞ adversarial attacks written for fedls: FGSM, PGD with restarts, margin-loss (CW-style) PGD.
 
 No adversarial-attack library is installed, so these are implemented here from their
-definitions (Goodfellow et al. 2015; Madry et al. 2018; seed 004 Eq. 10 for the margin loss).
+definitions (Goodfellow et al. 2015; Madry et al. 2018; Fu et al. (2020) Eq. 10 for the margin loss).
 Images live in [-1, 1]; ε and step sizes are in that range (twice the [0, 1] values).
 Every iterate is projected onto the ε-ball around the input *and* the valid pixel range.
 """
@@ -50,7 +50,7 @@ def attack_objective(logits: torch.Tensor, labels: torch.Tensor, targets: torch.
 
     Untargeted: CE(z, y) or the margin ``max_{i≠y} z_i − z_y``. Targeted (``targets`` given):
     −CE(z, t) or ``z_t − max_{i≠t} z_i``. The margin works on raw logits, so it keeps a
-    useful gradient where the softmax saturates (seed 004 §3.1).
+    useful gradient where the softmax saturates (Fu et al. 2020, §3.1).
     """
     if loss == "ce":
         return -F.cross_entropy(logits, targets, reduction="none") if targets is not None else F.cross_entropy(logits, labels, reduction="none")

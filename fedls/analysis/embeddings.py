@@ -1,4 +1,4 @@
-"""Embedding-space geometry of a trained model (seed 001 §4.3, Fig. 4 and Fig. 5).
+"""Embedding-space geometry of a trained model (Struppek et al. 2024, §4.3, Fig. 4 and Fig. 5).
 
 Penultimate-layer activations (``Classifier.features``) of training samples are compared
 by L2 distance, scaled by the largest pairwise distance of that model so that models with

@@ -1,4 +1,4 @@
-"""Is a label-smoothed model really robust? (seed 001 Appx. C.8, seed 004)
+"""Is a label-smoothed model really robust? (Struppek et al. 2024, Appx. C.8, Fu et al. (2020))
 
 Seed 001 Table 11 reports that LS (negative LS even more) lowers the success of FGSM and
 PGD. Seed 004 shows that such robustness is incomplete: LS models survive plain PGD with
@@ -27,10 +27,10 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 def default_attacks() -> tuple[AttackSpec, ...]:
-    """The ladder, weakest first: the PGD rows vary one thing at a time (seed 004 Table 3)."""
+    """The ladder, weakest first: the PGD rows vary one thing at a time (Fu et al. 2020, Table 3)."""
     return (
         AttackSpec("fgsm", steps=1, step_fraction=1.0, random_start=False),
-        AttackSpec("pgd10-small-step", steps=10, step_fraction=0.1),  # seed 004's PGD step: ε/10
+        AttackSpec("pgd10-small-step", steps=10, step_fraction=0.1),  # Fu et al.'s (2020) PGD step: ε/10
         AttackSpec("pgd10-large-step", steps=10, step_fraction=0.5),
         AttackSpec("pgd10-restarts5", steps=10, step_fraction=0.1, restarts=5),
         AttackSpec("pgd10-margin", steps=10, step_fraction=0.1, loss="margin"),
@@ -67,7 +67,7 @@ class RobustnessConfig:
 
 
 def random_targets(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """A uniformly random label different from the true one, per sample (seed 001 C.8)."""
+    """A uniformly random label different from the true one, per sample (Struppek et al. 2024, C.8)."""
     shift = torch.randint(1, num_classes, labels.shape, generator=generator)
     return (labels + shift) % num_classes
 
@@ -133,7 +133,7 @@ def evaluate_robustness(
 def train_reference(
     model: torch.nn.Module, dataset: Dataset, config: RobustnessConfig, progress: ProgressFn | None = None
 ) -> torch.nn.Module:
-    """Train ``model`` (fresh weights) centrally with hard labels: the transfer source (seed 004 §3.5)."""
+    """Train ``model`` (fresh weights) centrally with hard labels: the transfer source (Fu et al. 2020, §3.5)."""
     from fedls.defenses.base import Defense, TrainingContext
     from fedls.training.local import train_local
     from fedls.training.seeding import seed_everything

@@ -1,4 +1,4 @@
-"""The 2-D toy example of seed 001 §3 (Fig. 1) and Appx. B.6 (details, Fig. 8).
+"""The 2-D toy example of Struppek et al. (2024) §3 (Fig. 1) and Appx. B.6 (details, Fig. 8).
 
 Three Gaussian classes in the plane; a 3-layer MLP (2 → 20 → 20 → 3, BatchNorm after the
 first and second linear layers, each followed by ReLU) is trained with label smoothing
@@ -45,7 +45,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class ToyConfig:
-    """Hyper-parameters of the toy experiment (defaults: seed 001 Appx. B.6)."""
+    """Hyper-parameters of the toy experiment (defaults: Struppek et al. (2024) Appx. B.6)."""
 
     alphas: tuple[float, ...] = (0.0, 0.05, -0.05)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -196,7 +196,7 @@ class ToyModels:
 
 
 def train_toy_models(config: ToyConfig, progress: ProgressFn | None = None) -> ToyModels:
-    """Train one MLP per (seed, α), full batch, with the label-smoothing loss (seed 001 Eq. 3)."""
+    """Train one MLP per (seed, α), full batch, with the label-smoothing loss (Struppek et al. 2024, Eq. 3)."""
     seeds, alphas = list(config.seeds), list(config.alphas)
     pairs = [(s, a) for s in seeds for a in alphas]
     data = {s: make_toy_data(config, s) for s in seeds}

@@ -1,4 +1,4 @@
-"""Fig. 1 / Fig. 8 of seed 001 for the toy example: confidence background, decision
+"""Fig. 1 / Fig. 8 of Struppek et al. (2024) for the toy example: confidence background, decision
 regions, training data and the attack paths, one panel per α."""
 
 from __future__ import annotations

@@ -1,4 +1,11 @@
-"""`fedls simulate`: parse flags (over an optional TOML file) and run one federated experiment."""
+"""`fedls simulate`: parse flags (over an optional TOML file) and run one federated experiment.
+
+The flags are generated from the option schema: every scalar field of
+:class:`~fedls.config.RunConfig` is a flag of the same name (help, default, choices and help
+panel from its declaration), plus the few attack and defense options a user changes most;
+everything else of a section is reachable through ``--gradient-option``, ``--mia-option``,
+``--defense-option`` or a ``--config`` file.
+"""
 
 from __future__ import annotations
 
@@ -7,129 +14,173 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
+from fedls.attacks.gradient.options import GradientAttackOptions
+from fedls.attacks.model.config import PPAOptions
 from fedls.cli.app import app, console, err_console, guarded, setup_logging
-from fedls.cli.attack_model import parse_classes
-from fedls.config import RunConfig, parse_assignment
+from fedls.cli.attack_model import parse_classes, parse_extra
+from fedls.cli.options import (
+    Flag,
+    deep_merge,
+    extra_parameter,
+    field_panel,
+    nest,
+    schema_flags,
+    shown_default,
+    with_signature,
+)
+from fedls.cli.tables import report_table
+from fedls.config import CentralDPOptions, RunConfig, parse_assignment
 
 Opt = typer.Option
+G_LEAK = "leakage/gradient/"
+MI_LEAK = "leakage/model_inversion/"
+# Panels in the order a newcomer reads them (the schema declares each field's panel).
+PANELS = ("Training", "Label smoothing", "Data", "Defense", "Attacks", "Gradient attack", "Model inversion", "Execution", "Output")
+# `ModelAttackOptions.every`: written out here because importing its module pulls in every
+# attack observer (torchmetrics, matplotlib: seconds on each start of the CLI);
+# tests/test_cli.py checks that it says what the declaration says.
+MIA_EVERY_HELP = f"Attack the global model every k rounds (and at the last round). {shown_default('5')}"
+
+CENTRAL_DP = "Central DP (off unless set; protects the released model, not the clients): "
+SECTION_FLAGS: tuple[Flag, ...] = (
+    Flag("central_dp_noise", CentralDPOptions, "noise_multiplier", ("central_dp",), ("--central-dp-noise",), "Defense",
+         prefix=CENTRAL_DP),
+    Flag("central_dp_clip", CentralDPOptions, "clipping_norm", ("central_dp",), ("--central-dp-clip",), "Defense",
+         prefix=CENTRAL_DP),
+    Flag("threat", GradientAttackOptions, "threat", ("gradient_attack",), ("--threat",), "Gradient attack"),
+    Flag("gradient_every", GradientAttackOptions, "every", ("gradient_attack",), ("--gradient-every",), "Gradient attack"),
+    Flag("attack_clients", GradientAttackOptions, "clients", ("gradient_attack",), ("--attack-clients",), "Gradient attack"),
+    Flag("probe_batch", GradientAttackOptions, "probe_batch", ("gradient_attack",), ("--probe-batch",), "Gradient attack"),
+    Flag("mixup", GradientAttackOptions, "mixup", ("gradient_attack",), ("--mixup",), "Gradient attack"),
+    Flag("recon_steps", GradientAttackOptions, "recon_steps", ("gradient_attack",), ("--recon-steps",), "Gradient attack"),
+    Flag("mia_images_per_class", PPAOptions, "samples_per_class", ("model_attack", "ppa"),
+         ("--mia-images-per-class", "--mia-samples"), "Model inversion"),
+    Flag("mia_steps", PPAOptions, "steps", ("model_attack", "ppa"), ("--mia-steps",), "Model inversion"),
+)
+CONFIG_FLAGS: tuple[Flag, ...] = tuple(schema_flags(RunConfig))
+FLAGS = CONFIG_FLAGS + SECTION_FLAGS
 
 
-def build_config(config_file: Path | None, **flags: Any) -> RunConfig:
+def _panel_rank(flag: Flag) -> int:
+    panel = flag.panel or field_panel(flag.schema.model_fields[flag.field])
+    return PANELS.index(panel) if panel in PANELS else len(PANELS)
+
+
+def _parameters() -> list[Any]:
+    special = [
+        extra_parameter("config", Annotated[Optional[Path], Opt("--config", help="TOML file with any of these options (flags override it, key by key within a table).")]),
+        extra_parameter("verbose", Annotated[bool, Opt("--verbose", "-v", help="Show Flower's and fedls' logs.")], False),
+        extra_parameter("defense_option", Annotated[Optional[list[str]], Opt(
+            "--defense-option", rich_help_panel="Defense",
+            help="Option of the chosen defense as KEY=VALUE, repeatable, e.g. beta=0.01 or epsilon=8 (docs/defenses.md).")]),
+        extra_parameter("gradient_option", Annotated[Optional[list[str]], Opt(
+            "--gradient-option", rich_help_panel="Gradient attack",
+            help="Any other gradient_attack option as KEY=VALUE, repeatable, e.g. tv_weight=0.05.")]),
+        extra_parameter("mia_every", Annotated[Optional[int], Opt("--mia-every", rich_help_panel="Model inversion", help=MIA_EVERY_HELP)]),
+        extra_parameter("mia_classes", Annotated[Optional[str], Opt(
+            "--mia-classes", rich_help_panel="Model inversion",
+            help=f"Attacked classes: all, a count (seeded random subset) or a list like 0,3,7. {shown_default('all')}")]),
+        extra_parameter("mia_option", Annotated[Optional[list[str]], Opt(
+            "--mia-option", rich_help_panel="Model inversion",
+            help="Any other model_attack option as SECTION.KEY=VALUE, repeatable, e.g. ppa.pool_size=500 or prior.steps=800.")]),
+    ]
+    generated = [flag.parameter() for flag in sorted(FLAGS, key=_panel_rank)]
+    return special[:2] + generated + special[2:]
+
+
+def flag_table(flags: dict[str, Any]) -> dict[str, Any]:
+    """The nested run-config table of the flags that were given (None = not given)."""
+    table = nest(FLAGS, flags)
+    if flags.get("defense_option"):
+        table["defense_options"] = dict(parse_assignment(p, "--defense-option beta=0.01") for p in flags["defense_option"])
+    if flags.get("gradient_option"):
+        extra = dict(parse_assignment(p, "--gradient-option tv_weight=0.05") for p in flags["gradient_option"])
+        table["gradient_attack"] = {**extra, **table.get("gradient_attack", {})}
+    model: dict[str, Any] = parse_extra(flags.get("mia_option") or [], "--mia-option ppa.pool_size=500")
+    if flags.get("mia_every") is not None:
+        model["every"] = flags["mia_every"]
+    if flags.get("mia_classes") is not None:
+        model.setdefault("ppa", {})["classes"] = parse_classes(flags["mia_classes"], "--mia-classes")
+    table["model_attack"] = deep_merge(model, table.get("model_attack", {}))
+    return {key: value for key, value in table.items() if value != {}}
+
+
+def build_config(config_file: Path | None, flags: dict[str, Any]) -> RunConfig:
     """TOML file (if any) first, then every flag the user actually passed."""
     base = RunConfig.from_toml(config_file) if config_file is not None else RunConfig()
-    sections = {key: flags.pop(key) for key in ("central_dp", "gradient_attack", "model_attack") if key in flags}
-    return base.with_overrides(**flags).merged_sections(**sections).validate()
+    return RunConfig.parse(deep_merge(base.model_dump(), flag_table(flags)), "flags").validate()
 
 
-def _drop_none(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+def simulate(**flags: Any) -> None:
+    """Run one federated experiment while a curious server measures what leaks.
 
-
-@app.command()
-@guarded
-def simulate(
-    clients: Annotated[Optional[int], Opt(help="Number of simulated clients (Flower supernodes). [default: 10]")] = None,
-    alpha: Annotated[Optional[float], Opt(help="Label-smoothing factor α ≤ 1; negative α penalises wrong-class confidence. [default: 0]")] = None,
-    rounds: Annotated[Optional[int], Opt(help="Federated rounds. [default: 20]")] = None,
-    local_epochs: Annotated[Optional[int], Opt(help="Local epochs per round on each client. [default: 2]")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Client mini-batch size. [default: 16]")] = None,
-    lr: Annotated[Optional[float], Opt(help="Client learning rate. [default: 0.05]")] = None,
-    optimizer: Annotated[Optional[str], Opt(help="Client optimizer: sgd (momentum 0.9) or adam. [default: sgd]")] = None,
-    weight_decay: Annotated[Optional[float], Opt(help="Client weight decay. [default: 0]")] = None,
-    max_grad_norm: Annotated[Optional[float], Opt(help="Client gradient-norm clipping, stabilises negative α; 0 = off. [default: 1.0]")] = None,
-    warmup_rounds: Annotated[Optional[int], Opt(help="Negative α only: rounds without smoothing first (seed 001 §4.1). [default: 3]")] = None,
-    ramp_rounds: Annotated[Optional[int], Opt(help="Negative α only: rounds of linear ramp to α after the warm-up. [default: 3]")] = None,
-    dataset: Annotated[Optional[str], Opt(help="digits (bundled), fashion-mnist, mnist, cifar10, cifar100, imagefolder, celeba. [default: digits]")] = None,
-    data_dir: Annotated[Optional[str], Opt(help="Folder with the dataset's files (not needed for digits).")] = None,
-    image_size: Annotated[Optional[int], Opt(help="Resize images to this many pixels (default: the dataset's own).")] = None,
-    num_classes: Annotated[Optional[int], Opt(help="Identity datasets: keep the N identities with most images; the rest become the server's public data.")] = None,
-    private_cap: Annotated[Optional[int], Opt(help="Cap the private training data at N images per class (Struppek et al. 2024, Appx. C.3).")] = None,
-    partition: Annotated[Optional[str], Opt(help="How clients' shards are drawn: iid, dirichlet, by-class. [default: iid]")] = None,
-    dirichlet_beta: Annotated[Optional[float], Opt(help="Dirichlet concentration β; smaller → more label skew. [default: 0.5]")] = None,
-    model: Annotated[Optional[str], Opt(help="cnn, cnn-nobias, cnn-batchnorm, mlp, resnet18, resnet50, resnet152, facenet. [default: cnn]")] = None,
-    weights: Annotated[Optional[str], Opt(help="Local state_dict file to initialise the model from.")] = None,
-    defense: Annotated[Optional[str], Opt(help="Client training defense: none, mid, bido, dp (options: docs/defenses.md). [default: none]")] = None,
-    defense_option: Annotated[Optional[list[str]], Opt("--defense-option", help="Defense option KEY=VALUE, repeatable, e.g. --defense-option beta=0.01 or epsilon=8.")] = None,
-    central_dp_noise: Annotated[Optional[float], Opt(help="Flower's central DP on the server: noise multiplier (with --central-dp-clip). Protects the released model, NOT the clients from the curious server.")] = None,
-    central_dp_clip: Annotated[Optional[float], Opt(help="Central DP: clipping norm of each client update. [default: 1.0 when central DP is on]")] = None,
-    fraction_train: Annotated[Optional[float], Opt(help="Fraction of clients sampled each round. [default: 1.0]")] = None,
-    seed: Annotated[Optional[int], Opt(help="Seed for data split, partition, init and training. [default: 0]")] = None,
-    device: Annotated[Optional[str], Opt(help="auto (GPU when present), cpu or cuda. [default: auto]")] = None,
-    client_cpus: Annotated[Optional[float], Opt(help="CPU cores per client (Ray resources). [default: 1]")] = None,
-    client_gpus: Annotated[Optional[float], Opt(help="GPUs per client; fractional values share a GPU. [default: shared evenly on CUDA, 0 on CPU]")] = None,
-    round_timeout: Annotated[Optional[float], Opt(help="Seconds the server waits for a round's replies. [default: 600]")] = None,
-    attacks: Annotated[Optional[str], Opt(help="Attacks of the curious server: none, gradient, model, all. [default: all]")] = None,
-    threat: Annotated[Optional[str], Opt(help="Gradient attack threat mode: honest (reads real FedAvg updates), malicious-fedsgd or malicious-fedavg (probes change what clients do). [default: honest]")] = None,
-    ray_address: Annotated[Optional[str], Opt(help="Address of an existing Ray cluster. [default: start a local one]")] = None,
-    attack_clients: Annotated[Optional[int], Opt(help="Clients attacked per round by gradient inversion. [default: 1]")] = None,
-    probe_batch: Annotated[Optional[int], Opt(help="Samples in a FedSGD probe (1 = exact analytic recovery). [default: 1]")] = None,
-    mixup: Annotated[Optional[float], Opt(help="Probe clients train with mixup, coefficient ~ Beta(a, a); 0 = off. [default: 0]")] = None,
-    recon_steps: Annotated[Optional[int], Opt(help="Image-reconstruction steps per attacked client; 0 = labels/features only. [default: 100]")] = None,
-    mia_every: Annotated[Optional[int], Opt(help="Model inversion on the global model every k rounds (and at the last round). Off unless given.")] = None,
-    mia_samples: Annotated[Optional[int], Opt(help="Model inversion: attack images kept per target class.")] = None,
-    mia_classes: Annotated[Optional[str], Opt(help="Model inversion targets: all, a count (random subset) or a list like 0,3,7.")] = None,
-    run_dir: Annotated[Optional[str], Opt(help="Folder that holds run directories. [default: runs]")] = None,
-    name: Annotated[Optional[str], Opt(help="Run directory name (must not exist). [default: <dataset>-a<α>-<defense>-s<seed>, numbered if taken]")] = None,
-    config: Annotated[Optional[Path], Opt("--config", help="TOML file with any of these options (flags override it).")] = None,
-    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show Flower's and fedls' logs.")] = False,
-) -> None:
-    """Run a Flower simulation of clients training with label smoothing (or another defense),
-    evaluated and attacked by a curious server every round."""
-    from fedls.attacks import build_observers
+    Clients train with label smoothing (or another defense) in a Flower simulation; the server
+    recovers label counts from every client update and inverts the global model every k rounds
+    (--attacks none switches both off)."""
+    from fedls.federation.observers.model_inversion import parse_model_attack
     from fedls.federation.simulation import RunInterrupted, prepare
     from fedls.federation.simulation import simulate as run
+    from fedls.studies.reports import attacks_sentence, report_run, threat_modes
 
+    verbose = bool(flags.pop("verbose"))
     setup_logging(verbose)
-    cfg = build_config(
-        config,
-        **_drop_none(
-            clients=clients, alpha=alpha, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
-            optimizer=optimizer, weight_decay=weight_decay, max_grad_norm=max_grad_norm, warmup_rounds=warmup_rounds, ramp_rounds=ramp_rounds, dataset=dataset,
-            data_dir=data_dir, image_size=image_size, num_classes=num_classes, private_cap=private_cap,
-            partition=partition,
-            dirichlet_beta=dirichlet_beta, model=model, weights=weights, defense=defense,
-            fraction_train=fraction_train, seed=seed, device=device, client_cpus=client_cpus,
-            client_gpus=client_gpus, round_timeout=round_timeout, run_dir=run_dir, name=name,
-            defense_options=dict(parse_assignment(p, "--defense-option beta=0.01") for p in defense_option) if defense_option else None,
-            central_dp=_drop_none(noise_multiplier=central_dp_noise, clipping_norm=central_dp_clip),
-            attacks=attacks, ray_address=ray_address,
-            gradient_attack=_drop_none(threat=threat, clients=attack_clients, probe_batch=probe_batch, mixup=mixup, recon_steps=recon_steps),
-            model_attack=_drop_none(every=mia_every, ppa=_drop_none(samples_per_class=mia_samples, classes=parse_classes(mia_classes)) or None),
-        ),
-    )
+    cfg = build_config(flags.pop("config"), flags)
     prepared = prepare(cfg)
-    console.print(f"[bold]fedls simulate[/] {cfg.clients} clients × {cfg.rounds} rounds, α={cfg.alpha:g}, defense={cfg.defense}, dataset={cfg.dataset}")
+    console.print(f"[bold]fedls simulate[/] {cfg.clients} clients × {cfg.rounds} rounds, α={cfg.alpha:g}, "
+                  f"defense={cfg.defense}, dataset={cfg.dataset}", highlight=False)
+    sentence = attacks_sentence(threat_modes(cfg))
+    if cfg.model_attack_on():
+        sentence += f", every {parse_model_attack(cfg.model_attack).every} rounds and at the last round"
+    console.print(sentence + ("" if cfg.attacks != "none" else " (drop --attacks none to measure it)"), highlight=False)
     progress = Progress(
         TextColumn("[bold blue]rounds"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console,
     )
     task = progress.add_task("starting Flower/Ray…", total=cfg.rounds)
+    progress_line = RoundLine(cfg)
 
     def on_round(server_round: int, record: dict[str, Any]) -> None:
-        acc = record.get("global/accuracy", float("nan"))
-        progress.update(task, completed=server_round, description=f"acc {acc:.3f}  α {record.get('train/alpha', 0.0):+.3f}")
+        progress.update(task, completed=server_round, description=progress_line(server_round, record))
 
     try:
         with progress:
-            result = run(prepared, observer_factory=build_observers, on_round=on_round, verbose=verbose)
+            result = run(prepared, on_round=on_round, verbose=verbose)
     except RunInterrupted as exc:
-        err_console.print(f"{exc} (summary.json says 'interrupted')")
+        err_console.print(f"{exc} (summary.json says 'interrupted')", highlight=False)
         raise typer.Exit(code=130) from None
-    print_summary(result.run.path, result.summary)
+    summary = result.summary
+    title = f"run {result.run.path.name}: {summary['status']}, {summary['rounds_completed']} rounds in {summary['seconds']:.0f} s"
+    console.print(report_table(report_run(result.run.path), title))
+    if cfg.attacks == "none":
+        console.print("no leakage measured: the run had --attacks none", highlight=False)
+    console.print(f"run directory: {result.run.path}\nreport:        fedls report {result.run.path}\n"
+                  f"TensorBoard:   tensorboard --logdir {result.run.path.parent}", highlight=False)
 
 
-def print_summary(path: Path, summary: dict[str, Any]) -> None:
-    table = Table(title=f"run {path.name}: {summary['status']}, {summary['rounds_completed']} rounds in {summary['seconds']:.0f} s")
-    table.add_column("metric")
-    table.add_column("round 0", justify="right")
-    table.add_column("final", justify="right")
-    final = summary.get("final", {})
-    initial = summary.get("initial", {})
-    for key in sorted(k for k, v in final.items() if isinstance(v, (int, float)) and k != "round"):
-        start = initial.get(key)
-        table.add_row(key, "" if start is None else f"{start:.4g}", f"{final[key]:.4g}")
-    console.print(table)
-    console.print(f"run directory: {path}")
-    console.print(f"open it with:  tensorboard --logdir {path.parent}")
+class RoundLine:
+    """The progress bar's text: accuracy beside the leakage of the latest round that measured it."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.gradient = config.gradient_attack_on()
+        self.model = config.model_attack_on()
+        self.mi: tuple[int, float] | None = None
+
+    def __call__(self, server_round: int, record: dict[str, Any]) -> str:
+        parts = [f"acc {record.get('global/accuracy', float('nan')):.3f}"]
+        if self.gradient:
+            labels = record.get(f"{G_LEAK}label_count_accuracy")
+            parts.append("label counts " + ("—" if labels is None else f"{labels:.2f}"))
+            psnr = record.get(f"{G_LEAK}recon_psnr")
+            if psnr is not None:
+                parts.append(f"PSNR {psnr:.1f} dB")
+        if self.model:
+            acc1 = record.get(f"{MI_LEAK}acc1")
+            if acc1 is not None:
+                self.mi = (server_round, float(acc1))
+            parts.append("MI Acc@1 " + ("—" if self.mi is None else f"{self.mi[1]:.2f} (r{self.mi[0]})"))
+        parts.append(f"α {record.get('train/alpha', 0.0):+.3f}")
+        return "  ".join(parts)
+
+
+app.command(name="simulate")(guarded(with_signature(simulate, _parameters())))

@@ -1,7 +1,7 @@
 """BiDO-HSIC: bilateral dependency optimisation with the Hilbert–Schmidt independence criterion.
 
 Peng et al., "Bilateral Dependency Optimization: Defending Against Model-inversion Attacks"
-(KDD 2022); a baseline in seed 001 (Table 1, Appx. B.5: the outputs of ResNet-152's four
+(KDD 2022); a baseline in Struppek et al. (2024) (Table 1, Appx. B.5: the outputs of ResNet-152's four
 stages, HSIC, λ = (0.05, 0.5)). The loss over the hidden blocks ``Z_j`` is
 
     base + Σ_j [ λx · nHSIC(Z_j, X) − λy · nHSIC(Z_j, Y) ]

@@ -1,7 +1,7 @@
 """MID: mutual-information regularisation through a variational information bottleneck.
 
 Wang et al., "Improving Robustness to Model Inversion Attacks via Mutual Information
-Regularization" (AAAI 2021); used as a baseline in seed 001 (Table 1, Appx. B.5, C.2), where
+Regularization" (AAAI 2021); used as a baseline in Struppek et al. (2024) (Table 1, Appx. B.5, C.2), where
 the bottleneck sits between the average pooling and the last linear layer (k = 1024 on
 ResNet-152) and β ∈ {0.001, 0.003, 0.01}.
 
@@ -78,7 +78,7 @@ class MIDDefense(Defense):
         old = model.head
         if not isinstance(old, nn.Linear):
             raise ConfigError(f"defense 'mid' needs a model whose last layer is nn.Linear (got {type(old).__name__}); pick another --model")
-        # default k: half the penultimate width (seed 001 uses k = 1024 on ResNet-152's 2048)
+        # default k: half the penultimate width (Struppek et al. 2024, uses k = 1024 on ResNet-152's 2048)
         k = self.bottleneck or max(1, old.in_features // 2)
         model.replace_head(VIBHead(old.in_features, k, old.out_features, bias=old.bias is not None))
         return model

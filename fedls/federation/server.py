@@ -31,7 +31,7 @@ from fedls.assembly import build_global_model, load_splits
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits
 from fedls.errors import FedlsError
-from fedls.federation.faults import ParticipationLog, ParticipationPolicy
+from fedls.federation.faults import Participation, ParticipationLog, ParticipationPolicy, TooFewClients
 from fedls.federation.observers import RoundObserver
 from fedls.federation.resources import Resources
 from fedls.federation.tracking import RoundTracker
@@ -150,9 +150,10 @@ class RoundLoop:
         self.tracker.scalars(verdict.metrics())
         if verdict.degraded:
             log.warning("%s", verdict.message + (f" ({missing[0]})" if missing else ""))
-        if verdict.participation.value == "abort":
+        if verdict.participation is Participation.ABORT:
             self.tracker.flush_round()
-            verdict.raise_if_abort()
+            reason = f"; first failure: {missing[0]}" if missing else ""
+            raise TooFewClients(f"{verdict.message}{reason}")
 
     def attack_global_model(self, server_round: int) -> None:
         for observer in self.observers:
@@ -226,13 +227,19 @@ class CuriousServer:
         if central is not None:
             runner = CuriousCentralDP(strategy, central.noise_multiplier, central.clipping_norm, num_sampled_clients=per_round)
         tracker.start_round(0)
+        status = "failed"
         try:
             result = runner.start(
                 grid=grid, initial_arrays=initial, num_rounds=config.rounds, timeout=config.round_timeout,
                 train_config=None, evaluate_fn=loop.evaluate,
             )
             self.outcome.final_state = result.arrays.to_torch_state_dict() if len(result.arrays) else model.state_dict()
+            status = "complete" if self.outcome.rounds_done >= config.rounds else "failed"
+        except RunInterrupted:
+            status = "interrupted"
+            raise
         finally:
+            tracker.finish(status)  # HParams end status and the "summary" text
             tracker.close()
 
 

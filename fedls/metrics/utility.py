@@ -24,7 +24,7 @@ def utility_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10
     mean top-1 confidence and mean logit L2 norm.
 
     The last two are logged because negative smoothing's loss is unbounded below: logits can
-    grow without limit and saturate the softmax (see DESIGN.md, lessons from small trials).
+    grow without limit and saturate the softmax (the README's "Lessons from small-scale trials").
     """
     probs = F.softmax(logits, dim=-1)
     num_classes = logits.shape[-1]

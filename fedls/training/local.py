@@ -53,7 +53,7 @@ def train_local(
 ) -> LocalTrainingResult:
     """Train ``model`` in place for ``ctx.local_epochs`` epochs on ``dataset``.
 
-    The objective is the label-smoothing loss with the round's α (seed 001, Eq. 3) plus
+    The objective is the label-smoothing loss with the round's α (Struppek et al. 2024, Eq. 3) plus
     whatever the defense adds. A fresh optimizer each round (plain FedAvg clients keep no
     optimizer state between rounds).
     """

@@ -1,6 +1,6 @@
 """The FedSGD probe: a client's gradient on a few of its own samples.
 
-In the FedSGD setting of seed 003 the server receives the gradient of the client's real
+In the FedSGD setting of Wang et al. (2024) the server receives the gradient of the client's real
 training loss; with one sample it is the setting where analytic label recovery is exact.
 Seed 003 studies two label augmentations: label smoothing (always applied with the round's
 α) and mixup (optional here): each probe sample is ``μ·x₁ + (1−μ)·x₂`` for two samples of
@@ -68,7 +68,7 @@ def probe_gradient(
     device: torch.device,
     mixup_beta: float | None = None,
 ) -> ProbeResult:
-    """Gradient of the label-smoothing loss (seed 001 Eq. 3, α of this round) on ``batch_size``
+    """Gradient of the label-smoothing loss (Struppek et al. 2024, Eq. 3, α of this round) on ``batch_size``
     random samples of ``dataset``, taken at the weights the server sent.
 
     ``mixup_beta``: Beta parameter ``a`` of the mixup coefficient; ``None`` or 0 switches

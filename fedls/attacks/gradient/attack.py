@@ -2,7 +2,7 @@
 
 Honest-but-curious (default): from every client's real FedAvg update the server recovers the
 per-class label counts and α of the client's local data (batch label recovery, modelling the
-declared recipe). Malicious probe modes follow Wang et al. (2023)'s single-update pipeline:
+declared recipe). Malicious probe modes follow Wang et al. (2024)'s single-update pipeline:
 read (FedSGD) or estimate (FedAvg) the head's gradient, recover the soft label and the head
 input analytically, then reconstruct the image with that label — and, as the baseline, with
 iDLG's hard label (Zhao et al. 2020).

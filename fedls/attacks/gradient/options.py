@@ -23,7 +23,7 @@ class GradientAttackOptions(Options):
     recovers each client's per-class label counts and α (batch label recovery) — nothing the
     clients do changes. The ``malicious-*`` modes change what some clients do and are named so:
     ``malicious-fedsgd`` asks ``clients`` clients per round to also send the gradient of
-    ``probe_batch`` samples (Wang et al. 2023's FedSGD setting, exact for one sample);
+    ``probe_batch`` samples (Wang et al. 2024's FedSGD setting, exact for one sample);
     ``malicious-fedavg`` asks them to train one round on exactly those samples.
     """
 

@@ -1,0 +1,67 @@
+"""The bad-input battery of the option schema: wrong types and ranges in TOML files and flags
+are one line on stderr, exit code 2, before Ray starts, and nothing is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedls.cli import app
+
+runner = CliRunner()
+
+
+def _simulate(tmp_path: Path, *args: str) -> tuple[int, str]:
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["simulate", "--rounds", "1", "--clients", "2", "--run-dir", str(runs), *args])
+    assert not runs.exists(), "bad input must not create a run directory"
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('lr = "fast"', "lr: Input should be a valid number"),
+        ('seed = "abc"', "seed: Input should be a valid integer"),
+        ('alpha = "x"', "alpha: Input should be a valid number"),
+        ('round_timeout = "x"', "round_timeout: Input should be a valid number"),
+        ("defense_options = 3", "defense_options: Input should be a valid dictionary"),
+        ('gradient_attack = "yes"', "gradient_attack: Input should be a valid dictionary"),
+        ("model_attack = [1, 2]", "model_attack: Input should be a valid dictionary"),
+        ('client_cpus = "many"', "client_cpus: Input should be a valid number"),
+        ("warmup_rounds = 1.5", "warmup_rounds: Input should be a valid integer, got a number with a fractional part"),
+        ("alpha = 2.0", "alpha: Input should be less than or equal to 1"),
+        ("[gradient_attack]\nthreat = \"sneaky\"", "gradient_attack: threat: Input should be"),
+        ("[gradient_attack]\nrecon_steps = -1", "gradient_attack: recon_steps: Input should be greater than or equal to 0"),
+        ("[model_attack]\nevery = 0", "model_attack: every: Input should be greater than or equal to 1"),
+        ("[model_attack.ppa]\nbogus = 1", "model_attack: ppa.bogus: unknown option"),
+        ("[central_dp]\nclipping_norm = -1", "central_dp: clipping_norm: Input should be greater than 0"),
+        ("misspelled_option = 1", "misspelled_option: unknown option"),
+    ],
+)
+def test_bad_toml_is_one_line_exit_2(tmp_path: Path, toml: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml + "\n")
+    code, output = _simulate(tmp_path, "--config", str(config))
+    assert code == 2, output
+    assert message in " ".join(output.split()), output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--num-classes", "0"], "num_classes: Input should be greater than or equal to 2"),
+        (["--mia-classes", "99"], "classes"),
+        (["--defense-option", "beta=0.01"], "defense options were given without a defense"),
+        (["--partition", "dirichlet", "--dirichlet-beta", "0"], "dirichlet_beta: Input should be greater than 0"),
+        (["--client-cpus", "nan"], "client_cpus"),
+        (["--attacks", "some"], "attacks: Input should be 'none', 'gradient', 'model' or 'all'"),
+    ],
+)
+def test_bad_flags_are_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    code, output = _simulate(tmp_path, *args)
+    assert code == 2, output
+    assert message in " ".join(output.split()), output
