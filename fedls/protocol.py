@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedls.threat_model import ClientRecipe, ClientUpdate, GroundTruth, ProbeRequest
+from fedls.threat_model import ClientRecipe, ClientUpdate, GroundTruth, ProbeMode, ProbeRequest
 
 # -- server → client ---------------------------------------------------------------------
 RUN_CONFIG = "run-config"  # the RunConfig as TOML: data, model, defense of the federation
@@ -43,6 +43,7 @@ NUM_EXAMPLES = "num-examples"
 CLIENT_ID = "partition-id"
 LOCAL_STEPS = "local_steps"
 NOT_AVERAGED = (NUM_EXAMPLES, CLIENT_ID)  # metric keys that are ids or weights, not measurements
+PROBE_MODE_NAMES: dict[str, ProbeMode] = {"fedsgd": "fedsgd", "fedavg": "fedavg"}
 STRIPPED = (GRADIENT, TRUTH_ARRAYS, TRUTH_SCALARS, REPLY_RECIPE)  # never part of the FedAvg payload
 
 
@@ -91,9 +92,9 @@ def decode_instructions(config: ConfigRecord, client_id: int) -> RoundInstructio
     clients = [int(c) for c in _list(config, PROBE_CLIENTS)]
     if client_id in clients:
         i = clients.index(client_id)
-        mode = str(_list(config, PROBE_MODES)[i])
-        if mode not in ("fedsgd", "fedavg"):
-            raise ValueError(f"unknown probe mode {mode!r} in the round's instructions")
+        mode = PROBE_MODE_NAMES.get(str(_list(config, PROBE_MODES)[i]))
+        if mode is None:
+            raise ValueError(f"unknown probe mode in the round's instructions: {_list(config, PROBE_MODES)[i]!r}")
         probe = ProbeRequest(mode=mode, batch=int(_list(config, PROBE_BATCHES)[i]), mixup=float(_list(config, PROBE_MIXUPS)[i]))
     values: dict[str, Any] = dict(config)
     return RoundInstructions(

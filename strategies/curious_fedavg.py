@@ -129,7 +129,7 @@ class CuriousFedAvg(FedAvg):
             return replies
         self._captured.add(server_round)
         failed = [m for m in replies if m.has_error()]
-        self.missing_clients[server_round] = [f"node {m.metadata.src_node_id}: {short_reason(m.error.reason)}" for m in failed]
+        self.missing_clients[server_round] = [f"node {m.metadata.src_node_id}: {short_reason(m.error.reason or '')}" for m in failed]
         for reason in self.missing_clients[server_round]:
             log.warning("round %d: client missing (%s)", server_round, reason)
         # Replies arrive in completion order; averaging them in a fixed (client) order makes the

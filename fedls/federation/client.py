@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from torch.utils.data import Dataset, Subset, TensorDataset
 
@@ -18,6 +18,7 @@ from fedls.assembly import build_global_model, client_partition, load_splits
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits
 from fedls.defenses import TrainingContext, build_defense
+from fedls.models import Classifier
 from fedls.threat_model import GroundTruth, ProbeRequest
 from fedls.training.local import train_local
 from fedls.training.probe import ProbeResult, probe_gradient
@@ -51,7 +52,7 @@ def label_counts(labels: np.ndarray | torch.Tensor, num_classes: int) -> np.ndar
     return np.bincount(np.asarray(labels, dtype=np.int64).reshape(-1), minlength=num_classes)
 
 
-def _probe(request: ProbeRequest, model: torch.nn.Module, shard: Dataset, alpha: float, seed: int, device: torch.device) -> ProbeResult:
+def _probe(request: ProbeRequest, model: Classifier, shard: Dataset, alpha: float, seed: int, device: torch.device) -> ProbeResult:
     generator = torch.Generator().manual_seed(seed)
     return probe_gradient(model, shard, alpha, request.batch, generator, device, mixup_beta=request.mixup or None)
 
@@ -76,7 +77,10 @@ def train_client(msg: Message, context: Context) -> Message:
     shard_labels: np.ndarray | torch.Tensor = np.asarray(splits.train_targets)[shards[client_id]]
     generator = seed_everything(derive_seed(config.seed, instructions.server_round, client_id))
     model = build_global_model(config, splits)
-    model.load_state_dict(msg.content[protocol.ARRAYS].to_torch_state_dict())
+    arrays = msg.content[protocol.ARRAYS]
+    if not isinstance(arrays, ArrayRecord):
+        raise TypeError("the round's message has no model arrays")
+    model.load_state_dict(arrays.to_torch_state_dict())
 
     probe: ProbeResult | None = None
     if instructions.probe is not None:

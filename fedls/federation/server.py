@@ -113,7 +113,7 @@ class RoundLoop:
     # 3 -------------------------------------------------------------------------------
     def aggregate_client_metrics(self, contents: list[RecordDict], key: str) -> MetricRecord:
         record = aggregate_client_metrics(contents, key)
-        self.tracker.add({k: float(v) for k, v in record.items()}, prefix="clients/")
+        self.tracker.add({k: float(v) for k, v in record.items() if isinstance(v, (int, float))}, prefix="clients/")
         return record
 
     # 4 -------------------------------------------------------------------------------

@@ -120,10 +120,6 @@ class GradientAttack:
                 soft, hard = self._reconstruct(gradient, recovery)
         return ProbeLeak(update.client_id, mode, recovery, soft, hard)
 
-    def _common(self) -> dict[str, float | int]:
-        o = self.options
-        return {"steps": o.recon_steps, "lr": o.recon_lr, "tv_weight": o.tv_weight, "seed": o.seed}
-
     def _reconstruct(self, gradient: dict[str, np.ndarray], recovery: LabelRecovery) -> tuple[ReconstructionResult, ReconstructionResult]:
         """Soft-label reconstruction (with the x̂ feature term) and the iDLG hard-label baseline,
         from the same seed so only the label assumption differs."""
@@ -131,11 +127,11 @@ class GradientAttack:
         label = torch.as_tensor(recovery.label, dtype=torch.float32)
         features = torch.as_tensor(recovery.features, dtype=torch.float32)
         weight = self.options.feature_weight if recovery.success else 0.0
-        c = self._common()
+        o = self.options
         soft = reconstruct_image(self.model, tensors, label, self.image_shape, features=features, feature_weight=weight,
-                                 steps=int(c["steps"]), lr=float(c["lr"]), tv_weight=float(c["tv_weight"]), seed=int(c["seed"]))
+                                 steps=o.recon_steps, lr=o.recon_lr, tv_weight=o.tv_weight, seed=o.seed)
         hard = reconstruct_image(self.model, tensors, hard_label(label), self.image_shape,
-                                 steps=int(c["steps"]), lr=float(c["lr"]), tv_weight=float(c["tv_weight"]), seed=int(c["seed"]))
+                                 steps=o.recon_steps, lr=o.recon_lr, tv_weight=o.tv_weight, seed=o.seed)
         return soft, hard
 
     def _reconstruct_unrolled(
@@ -145,10 +141,11 @@ class GradientAttack:
         start = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in view.global_weights.items()}
         delta = {k: torch.as_tensor(np.asarray(update.weights[k], dtype=np.float32)) - start[k] for k in start if k in update.weights}
         label = torch.as_tensor(recovery.label, dtype=torch.float32)
-        c = self._common()
-        common = {"steps": int(c["steps"]), "lr": float(c["lr"]), "tv_weight": float(c["tv_weight"]), "seed": int(c["seed"])}
-        soft = reconstruct_from_update(self.model, start, delta, label, self.image_shape, recipe, **common)
-        hard = reconstruct_from_update(self.model, start, delta, hard_label(label), self.image_shape, recipe, **common)
+        o = self.options
+        soft = reconstruct_from_update(self.model, start, delta, label, self.image_shape, recipe,
+                                       steps=o.recon_steps, lr=o.recon_lr, tv_weight=o.tv_weight, seed=o.seed)
+        hard = reconstruct_from_update(self.model, start, delta, hard_label(label), self.image_shape, recipe,
+                                       steps=o.recon_steps, lr=o.recon_lr, tv_weight=o.tv_weight, seed=o.seed)
         return soft, hard
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from fedls.schema import Options
-from fedls.threat_model import ProbeRequest
+from fedls.threat_model import ProbeMode, ProbeRequest
 
 ThreatMode = Literal["honest", "malicious-fedsgd", "malicious-fedavg"]
 RECONSTRUCTION_OFF_REASON = (
@@ -45,9 +45,9 @@ class GradientAttackOptions(Options):
         return self.threat != "honest"
 
     @property
-    def augmentation(self) -> str:
+    def augmentation(self) -> Literal["smoothing", "mixup"]:
         return "mixup" if self.mixup > 0 else "smoothing"
 
     def probe_request(self) -> ProbeRequest:
-        mode = "fedsgd" if self.threat == "malicious-fedsgd" else "fedavg"
+        mode: ProbeMode = "fedsgd" if self.threat == "malicious-fedsgd" else "fedavg"
         return ProbeRequest(mode=mode, batch=self.probe_batch, mixup=self.mixup)
