@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,24 +86,45 @@ def reconstruct_image(
     label = label.detach().to(device=device, dtype=torch.float32).reshape(1, -1)
     use_features = features is not None and feature_weight > 0
     if use_features:
-        feat_target = features.detach().to(device=device, dtype=torch.float32).reshape(1, -1)  # type: ignore[union-attr]
+        assert features is not None  # for the type checker: use_features implies it
+        feat_target = features.detach().to(device=device, dtype=torch.float32).reshape(1, -1)
         feat_norm = feat_target.pow(2).sum().clamp_min(1e-12)
 
-    generator = torch.Generator().manual_seed(seed)
-    image = (torch.randn((1, *image_shape), generator=generator) * 0.5).clamp(-1, 1).to(device).requires_grad_(True)
-    optimizer = torch.optim.Adam([image], lr=lr)
-    milestones = [int(steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-
-    best_loss, best_step, best_image = math.inf, 0, image.detach().clone()
-    for step in range(steps):
-        optimizer.zero_grad(set_to_none=True)
+    def loss_of(image: torch.Tensor) -> torch.Tensor:
         feats = model.features(image)
         loss_ce = soft_target_cross_entropy(model.head(feats), label)
         candidate = torch.autograd.grad(loss_ce, tensors, create_graph=True)
         loss = gradient_cosine_loss(list(candidate), target) + tv_weight * total_variation(image)
         if use_features:
             loss = loss + feature_weight * (feats - feat_target).pow(2).sum() / feat_norm
+        return loss
+
+    milestones = [int(steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+    result = optimise_image(initial_image(image_shape, seed).to(device), loss_of, steps, lr, milestones)
+    model.zero_grad(set_to_none=True)
+    log.debug("reconstruction: best loss %.4g at step %d of %d", result.loss, result.best_step, steps)
+    return result
+
+
+def initial_image(image_shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+    """The seeded random start of a reconstruction, in [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn((1, *image_shape), generator=generator) * 0.5).clamp(-1, 1)
+
+
+def optimise_image(
+    image: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor], steps: int, lr: float, milestones: Sequence[int] = ()
+) -> ReconstructionResult:
+    """Adam on the pixels of ``image`` (kept in [-1, 1]), returning the best iterate: the
+    matching loss is not monotone, and the last step is often not the best one.
+    ``milestones``: steps at which the step size drops tenfold (Geiping et al. 2020)."""
+    image = image.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([image], lr=lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=0.1)
+    best_loss, best_step, best_image = math.inf, 0, image.detach().clone()
+    for step in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(image)
         value = float(loss.detach())
         if math.isfinite(value) and value < best_loss:
             best_loss, best_step, best_image = value, step, image.detach().clone()
@@ -111,6 +133,4 @@ def reconstruct_image(
         scheduler.step()
         with torch.no_grad():
             image.clamp_(-1, 1)
-    model.zero_grad(set_to_none=True)
-    log.debug("reconstruction: best loss %.4g at step %d of %d", best_loss, best_step, steps)
     return ReconstructionResult(best_image.cpu(), best_loss, best_step, steps)

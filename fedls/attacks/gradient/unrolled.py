@@ -11,13 +11,18 @@ candidate image is optimised through the whole local training.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call
 
-from fedls.attacks.gradient.reconstruction import ReconstructionResult, gradient_cosine_loss, total_variation
+from fedls.attacks.gradient.reconstruction import (
+    ReconstructionResult,
+    gradient_cosine_loss,
+    initial_image,
+    optimise_image,
+    total_variation,
+)
 from fedls.errors import ConfigError
 from fedls.models.base import Classifier
 from fedls.smoothing import soft_target_cross_entropy
@@ -81,19 +86,8 @@ def reconstruct_from_update(
     theta0 = {n: start[n].detach().float() for n in names}
     target = [observed_delta[n].detach().float() for n in names]
     label = label.detach().float().reshape(1, -1)
-    generator = torch.Generator().manual_seed(seed)
-    image = (torch.randn((1, *image_shape), generator=generator) * 0.5).clamp(-1, 1).requires_grad_(True)
-    optimizer = torch.optim.Adam([image], lr=lr)
-    best_loss, best_step, best_image = math.inf, 0, image.detach().clone()
-    for step in range(steps):
-        optimizer.zero_grad(set_to_none=True)
+    def loss_of(image: torch.Tensor) -> torch.Tensor:
         delta = simulate_update(model, theta0, image, label, recipe)
-        loss = gradient_cosine_loss([delta[n] for n in names], target) + tv_weight * total_variation(image)
-        value = float(loss.detach())
-        if math.isfinite(value) and value < best_loss:
-            best_loss, best_step, best_image = value, step, image.detach().clone()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            image.clamp_(-1, 1)
-    return ReconstructionResult(best_image, best_loss, best_step, steps)
+        return gradient_cosine_loss([delta[n] for n in names], target) + tv_weight * total_variation(image)
+
+    return optimise_image(initial_image(image_shape, seed), loss_of, steps, lr)
