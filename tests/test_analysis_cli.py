@@ -48,7 +48,7 @@ def test_run_without_model_file(tmp_path: Path) -> None:
     ("args", "needle"),
     [
         (["toy", "--start", "1;2"], "is not 'x,y'"),
-        (["toy", "--seeds", "0"], "--seeds"),
+        (["toy", "--num-seeds", "0"], "--num-seeds"),
         (["toy", "--alpha", "2"], "out of range"),
         (["toy", "--iterations", "0"], "iterations"),
     ],
@@ -64,7 +64,7 @@ def test_toy_refuses_a_non_empty_output_folder(tmp_path: Path) -> None:
 
 def test_toy_writes_its_outputs(tmp_path: Path) -> None:
     out = tmp_path / "toy"
-    result = runner.invoke(app, ["toy", "--seeds", "1", "--iterations", "300", "--fixed-steps", "50", "--out", str(out)])
+    result = runner.invoke(app, ["toy", "--num-seeds", "1", "--iterations", "300", "--fixed-steps", "50", "--out", str(out)])
     assert result.exit_code == 0, result.output
     for name in ("toy.json", "toy_runs.csv", "toy_paths.csv", "toy.png", "toy_summary.png"):
         assert (out / name).is_file(), name

@@ -11,41 +11,56 @@ from fedls.config import RunConfig
 from fedls.models import build_model
 from fedls.run_dir import RunDirectory
 
-TINY = ["--pool", "60", "--candidates", "2", "--samples", "1", "--steps", "3", "--prior-steps", "3",
-        "--surrogate-inits", "2", "--option", "eval_epochs=1", "--option", "selection_augmentations=2",
-        "--option", "eval_surrogate_epochs=2", "--device", "cpu"]
+TINY = ["--pool-size", "60", "--candidates", "2", "--images-per-class", "1", "--attack-steps", "3", "--prior-steps", "3",
+        "--surrogate-inits", "2", "--option", "evaluation.epochs=1", "--option", "ppa.selection_augmentations=2",
+        "--option", "evaluation.surrogate_epochs=2", "--device", "cpu"]
 
 
 def test_attack_model_command_writes_report(tmp_path):
     run = RunDirectory.create(RunConfig(run_dir=str(tmp_path / "runs"), name="r"))
-    run.save_model(build_model("cnn", (1, 8, 8), 10).state_dict())
+    run.save_model(build_model("cnn", (1, 8, 8), 5).state_dict())
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["attack", "model", "--checkpoint", str(run.path), "--classes", "0,4",
+    result = CliRunner().invoke(app, ["attack", "model", str(run.path), "--classes", "0,4",
                                       "--cache-dir", str(tmp_path / "cache"), "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["classes"] == [0, 4]
-    assert {"acc1", "acc5", "delta_eval", "xi_train", "xi_test"} <= set(report["metrics"])
+    assert {"acc1", "acc1_low", "acc1_high", "baseline_acc1", "lift", "judge_accuracy", "acc1_reliable", "num_images",
+            "acc5", "delta_eval", "xi_train", "xi_test"} <= set(report["metrics"])
+    assert report["metrics"]["num_images"] == 2 and report["judge"]["test_accuracy"] == report["metrics"]["judge_accuracy"]
     assert len(report["grad_cosine_per_step"]["mean"]) == 2
     assert (out / "attack_vs_real.png").stat().st_size > 0 and (out / "prior_samples.png").is_file()
+    assert (out / "baseline.png").is_file()
 
 
 def test_attack_model_command_bad_input_is_one_line(tmp_path):
-    result = CliRunner().invoke(app, ["attack", "model", "--checkpoint", str(tmp_path / "missing")])
+    result = CliRunner().invoke(app, ["attack", "model", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "does not exist" in result.output
     run = RunDirectory.create(RunConfig(run_dir=str(tmp_path / "runs"), name="r"))
     (run.path / "model.pt").write_bytes(b"garbage")
-    result = CliRunner().invoke(app, ["attack", "model", "--checkpoint", str(run.path), "--cache-dir", str(tmp_path), *TINY])
+    result = CliRunner().invoke(app, ["attack", "model", str(run.path), "--cache-dir", str(tmp_path), *TINY])
     assert result.exit_code == 2 and "cannot load weights" in result.output
-    result = CliRunner().invoke(app, ["attack", "model", "--checkpoint", str(run.path), "--loss", "l2"])
-    assert result.exit_code == 2 and "loss" in result.output
+    result = CliRunner().invoke(app, ["attack", "model", str(run.path), "--loss", "l2"])
+    assert result.exit_code == 2 and "--loss" in result.output and result.output.count("\n") == 1
+    result = CliRunner().invoke(app, ["attack", "model", str(run.path), "--option", "ppa.bogus=1"])
+    assert result.exit_code == 2 and "ppa.bogus: unknown option" in result.output
 
 
 def test_prior_train_command(tmp_path):
     out = tmp_path / "prior"
-    args = ["prior", "train", "--steps", "3", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--device", "cpu"]
+    args = ["prior", "train", "--prior-steps", "3", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--device", "cpu"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     info = json.loads((out / "prior.json").read_text())
-    assert info["public_images"] == 359 and 0 <= info["quality"]["confidence"] <= 1
+    assert info["public_kind"] == "classes" and info["public_images"] == 896 and 0 <= info["quality"]["confidence"] <= 1
+    assert 0 <= info["judge_accuracy"] <= 1
     assert (out / "prior_samples.png").is_file()
+
+
+def test_simulate_refuses_more_attacked_classes_than_the_task_has(tmp_path):
+    """``--mia-classes 99``: one line, exit 2, before Ray starts and before a run directory exists."""
+    result = CliRunner().invoke(app, ["simulate", "--rounds", "1", "--clients", "2", "--mia-every", "1", "--mia-classes", "99",
+                                      "--run-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "99 is more than the 5 classes" in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

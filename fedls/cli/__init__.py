@@ -11,6 +11,7 @@ from fedls.cli import prior  # noqa: F401  (registers `fedls prior train`)
 from fedls.cli import attack_gradient  # noqa: F401  (registers `fedls attack gradient`)
 from fedls.cli import compare  # noqa: F401  (registers `fedls compare`)
 from fedls.cli import analysis  # noqa: F401  (registers `fedls toy`, `embeddings`, `robustness`, `stages`)
+from fedls.cli import reports  # noqa: F401  (registers `fedls runs`, `fedls report`)
 from fedls.cli.app import app
 
 

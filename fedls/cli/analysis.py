@@ -9,17 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedls.cli.app import app, console, guarded, setup_logging
+from fedls.cli.attack_model import parse_classes
+from fedls.cli.options import FiniteFloat, shown_default
 from fedls.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 Opt = typer.Option
 Arg = typer.Argument
+FROM_RUN = shown_default("the first run's model_attack table, else the PPA default")
 
 
 @contextmanager
@@ -57,12 +63,12 @@ def _run_dirs(paths: Sequence[Path]) -> None:
 @app.command()
 @guarded
 def toy(
-    alpha: Annotated[Optional[list[float]], Opt("--alpha", "-a", help="Smoothing factor, repeatable. [default: 0, 0.05, -0.05]")] = None,
-    seeds: Annotated[int, Opt(help="Number of seeds (0..N-1): data, initialisation.")] = 5,
-    iterations: Annotated[int, Opt(help="Full-batch SGD iterations (seed 001 Appx. B.6: 5000).")] = 5000,
-    fixed_steps: Annotated[int, Opt(help="Steps of the attack variant without stopping rule (Fig. 8).")] = 5000,
-    start: Annotated[Optional[str], Opt(help="Attack start point 'x,y'. [default: green centre moved 1 toward orange: (-1.5, -1.5)]")] = None,
-    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). [default: runs/analysis/toy, suffixed if taken]")] = None,
+    alpha: Annotated[Optional[list[float]], Opt("--alpha", "-a", help="Smoothing factor, repeatable. \\[default: 0, 0.05, -0.05]")] = None,
+    num_seeds: Annotated[int, Opt("--num-seeds", min=1, help="Number of seeds (0..N-1): data, initialisation.")] = 5,
+    iterations: Annotated[int, Opt(min=1, help="Full-batch SGD iterations (seed 001 Appx. B.6: 5000).")] = 5000,
+    fixed_steps: Annotated[int, Opt(min=1, help="Steps of the attack variant without stopping rule (Fig. 8).")] = 5000,
+    start: Annotated[Optional[str], Opt(help="Attack start point 'x,y'. \\[default: green centre moved 1 toward orange: (-1.5, -1.5)]")] = None,
+    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: runs/analysis/toy, suffixed if taken]")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """The 2-D toy example (seed 001 §3, Fig. 1/8): attack steps and distance to the target data per α."""
@@ -78,14 +84,12 @@ def toy(
         except ValueError:
             raise ConfigError(f"--start {start!r} is not 'x,y' (e.g. --start=-2.5,-1.5)") from None
         start_point = (sx, sy)
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
     config = ToyConfig(
-        alphas=tuple(alpha) if alpha else ToyConfig.alphas, seeds=tuple(range(seeds)),
+        alphas=tuple(alpha) if alpha else ToyConfig.alphas, seeds=tuple(range(num_seeds)),
         iterations=iterations, fixed_steps=fixed_steps, start=start_point,
     )
     target = prepare_output_dir(out, Path("runs") / "analysis" / "toy")
-    console.print(f"[bold]fedls toy[/] {len(config.alphas)} α × {seeds} seeds, start {config.start_point} → {target}")
+    console.print(f"[bold]fedls toy[/] {len(config.alphas)} α × {num_seeds} seeds, start {config.start_point} → {target}")
     with _progress() as progress:
         result = run_toy(config, progress)
     rows = write_toy_report(result, target)
@@ -97,11 +101,11 @@ def toy(
 @guarded
 def embeddings(
     run_dirs: Annotated[list[Path], Arg(help="Run directories with a final model.pt (e.g. one per α of a sweep).")],
-    max_per_class: Annotated[int, Opt(help="Training samples per class.")] = 100,
-    max_classes: Annotated[int, Opt(help="Classes shown/measured (Fig. 4 uses 100).")] = 100,
+    max_per_class: Annotated[int, Opt(min=1, help="Training samples per class.")] = 100,
+    max_classes: Annotated[int, Opt(min=1, help="Classes shown/measured (Fig. 4 uses 100).")] = 100,
     tsne: Annotated[bool, Opt("--tsne/--no-tsne", help="Compute the t-SNE picture.")] = True,
     seed: Annotated[int, Opt(help="t-SNE seed.")] = 0,
-    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). [default: <first run>/analysis/embeddings]")] = None,
+    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: <first run>/analysis/embeddings]")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """Penultimate-layer geometry (seed 001 §4.3, Fig. 4/5): t-SNE, distance violins, TensorBoard projector."""
@@ -131,11 +135,12 @@ def embeddings(
 @guarded
 def robustness(
     run_dir: Annotated[Path, Arg(help="Run directory with a final model.pt.")],
-    reference: Annotated[Optional[Path], Opt(help="Hard-label (α=0) run whose model crafts the transfer attack. [default: train one centrally]")] = None,
-    epsilon: Annotated[float, Opt(help="L∞ radius in the [-1, 1] image range (0.25 = 32/255 in [0, 1]).")] = 0.25,
-    samples: Annotated[int, Opt(help="Test samples attacked.")] = 200,
+    reference: Annotated[Optional[Path], Opt(help="Hard-label (α=0) run whose model crafts the transfer attack. \\[default: train one centrally]")] = None,
+    epsilon: Annotated[float, Opt(click_type=FiniteFloat(min=0.0, max=2.0),
+                                  help="L∞ radius in the \\[-1, 1] image range (0.25 = 32/255 in \\[0, 1]).")] = 0.25,
+    test_samples: Annotated[int, Opt("--test-samples", min=1, help="Test samples attacked.")] = 200,
     seed: Annotated[int, Opt(help="Seed for random starts, targets and the reference model.")] = 0,
-    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). [default: <run>/analysis/robustness]")] = None,
+    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: <run>/analysis/robustness]")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """Adversarial robustness (seed 001 Appx. C.8, seed 004): FGSM, PGD variants, margin loss, transfer."""
@@ -147,7 +152,7 @@ def robustness(
 
     setup_logging(verbose)
     _run_dirs([run_dir] + ([reference] if reference is not None else []))
-    config = RobustnessConfig(epsilon=epsilon, samples=samples, seed=seed)
+    config = RobustnessConfig(epsilon=epsilon, samples=test_samples, seed=seed)
     run = open_trained_run(run_dir)
     ref_run = open_trained_run(reference) if reference is not None else None
     target = prepare_output_dir(out, run_dir / "analysis" / "robustness")
@@ -155,7 +160,8 @@ def robustness(
         if ref_run is not None:
             if ref_run.config.alpha != 0:
                 console.print(f"[yellow]note:[/] the reference run has α={ref_run.config.alpha:g}, not a hard-label model")
-            ref_model, note = ref_run.model, f"run {ref_run.path} (α={ref_run.config.alpha:g})"
+            ref_model: torch.nn.Module = ref_run.model
+            note = f"run {ref_run.path} (α={ref_run.config.alpha:g})"
         else:
             ref_model = train_reference(build_global_model(run.config.with_overrides(weights=None), run.splits), run.splits.train, config, progress)
             note = f"trained centrally here: {run.config.model}, α=0, {config.reference_epochs} epochs on the run's training split"
@@ -170,20 +176,17 @@ def robustness(
 @guarded
 def stages(
     run_dirs: Annotated[list[Path], Arg(help="Run directories (hard-label baseline first), same dataset.")],
-    steps: Annotated[Optional[int], Opt(help="Optimisation steps. [default: the first run's model_attack config, else PPA default]")] = None,
-    pool_size: Annotated[Optional[int], Opt(help="Latent pool size for sampling.")] = None,
-    classes: Annotated[Optional[int], Opt(help="Number of attacked classes (0 = all).")] = None,
-    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). [default: <first run>/analysis/stages]")] = None,
+    attack_steps: Annotated[Optional[int], Opt("--attack-steps", min=0, help=f"Optimisation steps (stage 2). {FROM_RUN}")] = None,
+    pool_size: Annotated[Optional[int], Opt(min=1, help=f"Latents scored in stage 1. {FROM_RUN}")] = None,
+    classes: Annotated[Optional[str], Opt(help=f"Attacked classes: all, a number (seeded random subset) or a list like 0,3,7. {FROM_RUN}")] = None,
+    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: <first run>/analysis/stages]")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """Attack-stage ablation (seed 001 §4.4, Appx. C.4): sampling, optimisation (gradient cosine), selection."""
-    import dataclasses
-
     from fedls.analysis.reports import write_stages_report
     from fedls.analysis.runs import open_trained_run
     from fedls.analysis.stages import analyse_stages
-    from fedls.attacks.model.config import ModelAttackOptions
-    from fedls.attacks.model.session import InversionSession
+    from fedls.federation.observers.model_inversion import ModelInversion, parse_model_attack
     from fedls.outputs import prepare_output_dir
 
     setup_logging(verbose)
@@ -191,14 +194,15 @@ def stages(
     if len(run_dirs) < 2:
         raise ConfigError("pass at least two run directories (hard-label baseline first)")
     runs = [open_trained_run(p) for p in run_dirs]
-    options = ModelAttackOptions.from_dict(dict(runs[0].config.model_attack))
-    overrides = {k: v for k, v in {"steps": steps, "pool_size": pool_size, "classes": classes}.items() if v is not None}
-    options = dataclasses.replace(options, attack=dataclasses.replace(options.attack, **overrides))
+    options = parse_model_attack(dict(runs[0].config.model_attack), runs[0].splits.num_classes)
+    chosen = {"steps": attack_steps, "pool_size": pool_size, "classes": parse_classes(classes)}
+    overrides = {k: v for k, v in chosen.items() if v is not None}
+    options = options.replace("model_attack", ppa=options.ppa.replace("model_attack.ppa", **overrides))
     target = prepare_output_dir(out, run_dirs[0] / "analysis" / "stages")
     with _progress() as progress:
-        session = InversionSession(options, runs[0].splits, runs[0].config.model, "cpu", progress=progress)
-        prior = session.prior
-        eval_model, arch = session.eval_model
+        inversion = ModelInversion(options, runs[0].splits, runs[0].config.model, "cpu", progress=progress)
+        prior = inversion.prior
+        eval_model, arch = inversion.judge.model, inversion.judge.arch
         result = analyse_stages(runs, prior, eval_model, options, progress)
     tables = write_stages_report(result, target)
     for name, rows in tables.items():

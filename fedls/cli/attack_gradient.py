@@ -3,41 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
+from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.cli.app import attack_app, console, guarded, setup_logging
+from fedls.cli.options import schema_option, shown_default
+
+Opt = typer.Option
 
 
 @attack_app.command("gradient")
 @guarded
 def attack_gradient(
-    run: Path | None = typer.Option(None, "--checkpoint", "--run", help="Run directory whose model.pt and config to attack."),
-    model: str = typer.Option("cnn", help="Model of a fresh global model (ignored with --checkpoint)."),
-    dataset: str = typer.Option("digits", help="Dataset (ignored with --checkpoint)."),
-    samples: str = typer.Option("0,1,2,3", help="Comma-separated training-sample indices, one probe each."),
-    alpha: float = typer.Option(0.1, help="Label-smoothing factor the victim trains with."),
-    mixup: float = typer.Option(0.0, help="Mixup Beta parameter a (0 = off)."),
-    recon_steps: int = typer.Option(100, help="Reconstruction steps (0 = off)."),
-    tv_weight: float = typer.Option(1e-2, help="Total-variation weight of reconstruction."),
-    seed: int = typer.Option(0, help="Seed of the fresh model."),
-    out: Path | None = typer.Option(None, help="Output folder for JSON and PNG (must be new or empty). [default: <run>/gradient_attack or runs/gradient-attack]"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    run: Annotated[Optional[Path], typer.Argument(
+        help=f"Run directory whose model.pt and config to attack. {shown_default('a fresh model of --model on --dataset')}",
+        show_default=False)] = None,
+    model: Annotated[str, Opt(help="Model of a fresh global model (ignored with RUN).")] = "cnn",
+    dataset: Annotated[str, Opt(help="Dataset of a fresh global model (ignored with RUN).")] = "digits",
+    sample_indices: Annotated[str, Opt("--sample-indices", help="Comma-separated training-sample indices, one probe each.")] = "0,1,2,3",
+    alpha: Annotated[float, Opt(help="Label-smoothing factor the victim trains with.")] = 0.1,
+    mixup: Annotated[Optional[float], schema_option(GradientAttackOptions, "mixup")] = None,
+    recon_steps: Annotated[int, Opt(help="Image-reconstruction Adam steps per probe; 0 = labels and features only.")] = 100,
+    tv_weight: Annotated[Optional[float], schema_option(GradientAttackOptions, "tv_weight")] = None,
+    seed: Annotated[int, Opt(help="Seed of the fresh model.")] = 0,
+    out: Annotated[Optional[Path], Opt(help=f"Output folder for JSON and PNG (must be new or empty). {shown_default('<run>/gradient_attack or runs/gradient-attack')}")] = None,
+    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show logs.")] = False,
 ) -> None:
-    """Recover soft labels (and optionally images) from single-sample gradients."""
-    from fedls.attacks.gradient.options import GradientAttackOptions
+    """Recover soft labels (and optionally images) from single-sample gradients (a malicious FedSGD probe)."""
     from fedls.config import RunConfig
     from fedls.errors import ConfigError
     from fedls.studies.gradient_inversion import run_gradient_study
 
     setup_logging(verbose)
     try:
-        indices = [int(s) for s in samples.split(",") if s.strip()]
+        indices = [int(s) for s in sample_indices.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"--samples must be comma-separated integers (got {samples!r})") from None
+        raise ConfigError(f"--sample-indices must be comma-separated integers (got {sample_indices!r})") from None
+    given = {"mixup": mixup, "tv_weight": tv_weight}
     options = GradientAttackOptions.parse(
-        {"threat": "malicious-fedsgd", "mixup": mixup, "recon_steps": recon_steps, "tv_weight": tv_weight}, "gradient attack"
+        {"threat": "malicious-fedsgd", "recon_steps": recon_steps, **{k: v for k, v in given.items() if v is not None}},
+        "gradient attack",
     )
     config = RunConfig.parse({"model": model, "dataset": dataset, "seed": seed, "alpha": alpha}, "flags")
     report = run_gradient_study(config, indices, alpha, options, out, run_dir=run)
