@@ -1,0 +1,122 @@
+"""A real multi-process federation (Flower's Deployment Engine) via scripts/federation_local.sh:
+one SuperLink, N SuperNodes, the fedls app with an attack and a defense, every process stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+SCRIPT = ROOT / "scripts" / "federation_local.sh"
+
+
+def processes_of(work: Path) -> list[int]:
+    """Live processes started for this federation: they all inherit its FLWR_HOME."""
+    marker = f"FLWR_HOME={work}/flwr-home".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def run_script(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], Path]:
+    work = tmp_path / "work"
+    result = subprocess.run(
+        [str(SCRIPT), "--run-dir", str(tmp_path / "runs"), "--work", str(work), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+    )
+    return result, work
+
+
+def test_three_supernodes_two_rounds_with_attack_and_defense(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    result, work = run_script(
+        tmp_path, "--supernodes", "3", "--rounds", "2",
+        "--run-config", 'attacks="gradient" gradient-attack="threat=malicious-fedsgd recon-steps=5" '
+        'defense="bido" defense-options="lambda-x=0.05"',
+    )
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = Path(result.stdout.strip().splitlines()[-1])  # the LAST line is the run directory
+    assert path.is_absolute() and path.parent == tmp_path / "runs"
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["rounds_completed"] == 2
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in records] == [0, 1, 2]
+    for record in records[1:]:
+        assert record["clients/num-clients"] == 3 and record["clients/missing"] == 0
+        assert record["clients/degraded"] == 0
+        assert "leakage/gradient/probe_label_success" in record  # the curious server attacked
+        assert "clients/bido_hsic_x" in record  # the clients trained with the defense
+    # the three partitions together are the whole private split, the same every round
+    assert records[1]["clients/num-examples"] == records[2]["clients/num-examples"] > 0
+    assert "tensorboard --logdir" in result.stderr
+    assert not processes_of(work), "federation processes left running"
+    print(f"federation 3 SuperNodes x 2 rounds: {seconds:.1f} s")
+
+
+def test_bad_value_fails_before_training_with_one_line(tmp_path: Path) -> None:
+    result, work = run_script(tmp_path, "--supernodes", "1", "--rounds", "1", "--run-config", "alpha=2.0", timeout=300)
+    assert result.returncode == 1
+    log = (work / "run.log").read_text()
+    errors = [line for line in log.splitlines() if line.startswith("fedls ERROR")]
+    assert len(errors) == 1 and "alpha" in errors[0]
+    assert "Traceback" not in log and "Exit Code: 201" in log  # Flower marks the run failed, exit code non-zero
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing written
+    assert not processes_of(work)
+
+
+def _pid_of(work: Path, name: str) -> tuple[int, list[str]]:
+    for line in (work / "pids").read_text().splitlines():
+        pid, label, *command = line.split()
+        if label == name:
+            return int(pid), command
+    raise AssertionError(f"{name} not started")
+
+
+@pytest.mark.slow
+def test_killed_supernode_marks_the_round_and_a_restarted_one_rejoins(tmp_path: Path) -> None:
+    """SIGKILL one SuperNode after round 1: round 2 misses it (marked degraded after the round
+    timeout); a SuperNode restarted with the same partition joins the later rounds."""
+    work = tmp_path / "work"
+    script = subprocess.Popen(
+        [str(SCRIPT), "--supernodes", "3", "--rounds", "4", "--run-dir", str(tmp_path / "runs"), "--work", str(work),
+         "--run-config", 'attacks="none" round-timeout=45 min-client-share=0.5'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    replacement: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 400
+        while "[ROUND 2/4]" not in ((work / "run.log").read_text() if (work / "run.log").exists() else ""):
+            assert time.monotonic() < deadline and script.poll() is None, "round 2 never started"
+            time.sleep(0.5)
+        pid, command = _pid_of(work, "supernode-1")
+        os.killpg(pid, signal.SIGKILL)  # a crash: no graceful goodbye to the SuperLink
+        replacement = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                       env={**os.environ, "FLWR_HOME": str(work / "flwr-home")})
+        out, err = script.communicate(timeout=900)
+    finally:
+        if script.poll() is None:
+            script.send_signal(signal.SIGINT)  # the script's trap stops what it started
+            script.wait(timeout=60)
+        if replacement is not None:
+            os.killpg(replacement.pid, signal.SIGTERM)
+            replacement.wait(timeout=30)
+    assert script.returncode == 0, err[-3000:]
+    path = Path(out.strip().splitlines()[-1])
+    summary = json.loads((path / "summary.json").read_text())
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert summary["status"] == "degraded" and summary["participation"]["degraded_rounds"]
+    assert any(r.get("clients/degraded") == 1 for r in records[1:])
+    assert records[-1]["clients/num-clients"] == 3  # the restarted SuperNode rejoined
+    assert not processes_of(work)

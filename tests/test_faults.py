@@ -1,0 +1,142 @@
+"""Participation policy (unit) and a Ray worker killed mid-run (simulation, restarted by Ray)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from fedls.config import RunConfig
+from fedls.errors import FedlsError
+from fedls.federation.faults import (
+    DEGRADED_METRIC,
+    Participation,
+    ParticipationLog,
+    ParticipationPolicy,
+    TooFewClients,
+)
+from fedls.federation.simulation import simulate
+
+
+def test_every_reply_is_ok_and_not_marked() -> None:
+    verdict = ParticipationPolicy(min_share=0.5).judge(3, sampled=4, replied=4)
+    assert verdict.participation is Participation.OK and not verdict.degraded
+    assert verdict.metrics() == {DEGRADED_METRIC: 0.0, "clients/replied_share": 1.0}
+    verdict.raise_if_abort()  # no exception
+
+
+def test_missing_reply_above_minimum_is_degraded() -> None:
+    verdict = ParticipationPolicy(min_share=0.5).judge(2, sampled=4, replied=2)
+    assert verdict.participation is Participation.DEGRADED
+    assert verdict.metrics()[DEGRADED_METRIC] == 1.0 and verdict.metrics()["clients/replied_share"] == 0.5
+    verdict.raise_if_abort()
+
+
+def test_below_minimum_aborts_with_one_actionable_line() -> None:
+    verdict = ParticipationPolicy(min_share=0.5).judge(5, sampled=4, replied=1)
+    assert verdict.participation is Participation.ABORT and verdict.degraded
+    with pytest.raises(TooFewClients) as info:
+        verdict.raise_if_abort()
+    message = str(info.value)
+    assert "\n" not in message and "round 5" in message and "1 of 4" in message and "min-client-share" in message
+
+
+def test_minimum_is_a_ceiling_of_the_share() -> None:
+    policy = ParticipationPolicy(min_share=0.5)
+    assert policy.judge(1, sampled=5, replied=3).participation is Participation.DEGRADED  # needs ceil(2.5) = 3
+    assert policy.judge(1, sampled=5, replied=2).participation is Participation.ABORT
+    # 0.1 * 30 is 3.0000000000000004 in floating point: 3 replies must still be enough.
+    assert ParticipationPolicy(min_share=0.1).judge(1, sampled=30, replied=3).participation is Participation.DEGRADED
+
+
+def test_no_reply_always_aborts_even_with_zero_minimum() -> None:
+    assert ParticipationPolicy(min_share=0.0).judge(1, sampled=3, replied=0).participation is Participation.ABORT
+    assert ParticipationPolicy(min_share=0.0).judge(1, sampled=3, replied=1).participation is Participation.DEGRADED
+
+
+def test_degraded_threshold_is_configurable() -> None:
+    lenient = ParticipationPolicy(min_share=0.25, degraded_below=0.75)
+    assert lenient.judge(1, sampled=4, replied=3).participation is Participation.OK
+    assert lenient.judge(1, sampled=4, replied=2).participation is Participation.DEGRADED
+    assert lenient.judge(1, sampled=4, replied=0).participation is Participation.ABORT
+
+
+@pytest.mark.parametrize(("min_share", "degraded_below"), [(-0.1, 1.0), (1.5, 1.0), (0.8, 0.5)])
+def test_inconsistent_policy_is_refused(min_share: float, degraded_below: float) -> None:
+    with pytest.raises(FedlsError):
+        ParticipationPolicy(min_share=min_share, degraded_below=degraded_below)
+
+
+def test_impossible_counts_are_a_programming_error() -> None:
+    with pytest.raises(ValueError):
+        ParticipationPolicy().judge(1, sampled=2, replied=3)
+
+
+def test_log_turns_complete_into_degraded_but_keeps_failures() -> None:
+    policy, log = ParticipationPolicy(min_share=0.5), ParticipationLog()
+    log.add(policy.judge(1, 3, 3))
+    assert log.status("complete") == "complete"
+    log.add(policy.judge(2, 3, 2))
+    log.add(policy.judge(3, 3, 3))
+    assert log.degraded_rounds == [2]
+    assert log.status("complete") == "degraded"
+    assert log.status("interrupted") == "interrupted" and log.status("failed") == "failed"
+    assert log.summary() == {"degraded_rounds": [2], "replies": {"1": [3, 3], "2": [2, 3], "3": [3, 3]}}
+
+
+# -- a Ray worker killed mid-run (real simulation) ----------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (Ray's raylet and its workers descend from the driver)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [p for p, parent in parents.items() if parent == current]
+        found += kids
+        frontier += kids
+    return found
+
+
+def client_actor_pids() -> list[int]:
+    """Our own Ray workers that host Flower's ClientAppActor (Ray sets the process title)."""
+    pids = []
+    for pid in _children(os.getpid()):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ClientAppActor"):
+                pids.append(pid)
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def test_killed_worker_is_restarted_and_later_rounds_have_every_client(tmp_path: Path) -> None:
+    config = RunConfig(clients=4, rounds=3, local_epochs=1, run_dir=str(tmp_path), name="kill", seed=1)
+    killed: list[int] = []
+    after: list[int] = []
+
+    def on_round(server_round: int, record: dict) -> None:
+        if server_round == 1:
+            victims = client_actor_pids()
+            assert victims, "no ClientAppActor worker found"
+            os.kill(victims[0], signal.SIGKILL)
+            killed.append(victims[0])
+        if server_round == 3:
+            after.extend(client_actor_pids())
+
+    result = simulate(config, on_round=on_round)
+    records = result.run.metrics()
+    assert killed and killed[0] not in after
+    assert len(after) == 2, after  # the pool is back to its size (2 CPUs, 1 CPU per client): a new worker
+    assert result.summary["status"] == "complete"
+    for record in records[1:]:
+        assert record["clients/num-clients"] == 4 and record["clients/missing"] == 0, record
