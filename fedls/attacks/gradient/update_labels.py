@@ -85,8 +85,8 @@ def recover_update_labels(
     ``local_steps``: the steps the client reported; ``head_names``: the last layer's weight and
     bias names (bias ``None`` for a bias-free head). With clipping on (``max_grad_norm > 0``)
     the gradient scale is treated as unknown and fitted. ``success`` is the integrality test of
-    :func:`~fedls.attacks.gradient.batch_labels.solve_counts`: several local steps rarely pass
-    it; the counts are then computed at the α the server declared (``recipe.alpha``), while
+    :func:`~fedls.attacks.gradient.batch_labels.solve_counts`, claimed for one local step only
+    (several steps cannot be certified: their shuffle-dependent error can mimic integers); the counts are then computed at the α the server declared (``recipe.alpha``), while
     ``alpha`` remains the estimate from the update alone (0.0 when it cannot be identified).
     """
     start = time.perf_counter()
@@ -148,6 +148,11 @@ def recover_update_labels(
     method = result.method + f"; FedAvg update, {local_steps} step(s), momentum {recipe.momentum}"
     if clipped:
         method += ", clipping scale fitted"
+    success = result.success and local_steps == 1
+    if result.success and local_steps > 1:
+        # Several steps leave a shuffle-dependent error below the lattice spacing at times, so an
+        # integral fit does not certify the counts (a false claim was measured on a trained model).
+        diagnostics["integral_fit_not_certified"] = 1.0
     counts = result.counts
     if not result.success and gb is not None and result.mean_prediction is not None:
         # Integrality did not fix α (several local steps blur the lattice): use the α the server
@@ -159,7 +164,7 @@ def recover_update_labels(
     return BatchLabelRecovery(
         counts=counts,
         alpha=result.alpha,
-        success=result.success,
+        success=success,
         residual=result.residual,
         runner_up=result.runner_up,
         scale=result.scale,
