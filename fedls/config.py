@@ -10,6 +10,7 @@ simulation.prepare` parses every section before anything is written or Ray start
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,18 @@ def parse_assignment(pair: str, example: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         parsed = value.strip()
     return key.strip(), parsed
+
+
+def deep_merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``changes`` over ``base``; nested tables are merged key by key rather than replaced, so a
+    flag changes one key of a file's ``[model_attack.ppa]`` and keeps the others."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _panel(name: str) -> dict[str, Any]:
@@ -183,8 +196,3 @@ class RunConfig(Options):
         """A validated copy with the given (non-None) values replaced: CLI flags override a TOML file."""
         changes = {k: v for k, v in overrides.items() if v is not None}
         return type(self).parse({**self.model_dump(), **changes}, "flags")
-
-    def merged_sections(self, **sections: dict[str, Any]) -> RunConfig:
-        """A copy with option tables updated key by key (flags add to a TOML file's table)."""
-        merged = {key: {**getattr(self, key), **values} for key, values in sections.items() if values}
-        return self.with_overrides(**merged)

@@ -26,6 +26,6 @@ def test_gradient_attack_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "gradient_attack.json").write_text("keep me")
-    result = CliRunner().invoke(app, ["attack", "gradient", "--samples", "0", "--recon-steps", "0", "--out", str(out)])
+    result = CliRunner().invoke(app, ["attack", "gradient", "--sample-indices", "0", "--recon-steps", "0", "--out", str(out)])
     assert result.exit_code == 2 and "not empty" in result.output
     assert (out / "gradient_attack.json").read_text() == "keep me"

@@ -141,17 +141,6 @@ def nest(flags: Sequence[Flag], values: Mapping[str, Any]) -> dict[str, Any]:
     return table
 
 
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """``update`` over ``base``, section by section: a flag changes one key of a file's table."""
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def with_signature(fn: Callable[..., Any], parameters: Sequence[inspect.Parameter]) -> Callable[..., Any]:
     """Give ``fn(**flags)`` the generated keyword parameters Typer reads its options from."""
     setattr(fn, "__signature__", inspect.Signature(list(parameters)))  # noqa: B010 - functions declare no such attribute

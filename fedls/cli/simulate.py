@@ -21,7 +21,6 @@ from fedls.cli.app import app, console, err_console, guarded, setup_logging
 from fedls.cli.attack_model import parse_classes, parse_extra
 from fedls.cli.options import (
     Flag,
-    deep_merge,
     extra_parameter,
     field_panel,
     nest,
@@ -30,7 +29,7 @@ from fedls.cli.options import (
     with_signature,
 )
 from fedls.cli.tables import report_table
-from fedls.config import CentralDPOptions, RunConfig, parse_assignment
+from fedls.config import CentralDPOptions, RunConfig, deep_merge, parse_assignment
 
 Opt = typer.Option
 G_LEAK = "leakage/gradient/"
