@@ -1,25 +1,32 @@
-"""`fedls compare`: run settings that differ only in the defense, then tabulate and plot them.
+"""`fedls compare`: run settings that differ only in the defense, once per seed, then tabulate,
+test and plot them.
 
 Seed 001, Table 1: the same data, partition, seed, rounds and attacks for every setting, each
-metric reported with its change against the no-defense baseline.
+metric reported with its change against the no-defense baseline — here as mean ± sd over
+seeds with paired tests, so that a difference is read only when it is outside the noise.
 """
 
 from __future__ import annotations
 
 from fedls.compare.experiment import Experiment, Setting, load_experiment, quick_experiment
-from fedls.compare.runner import ComparisonResult, ProgressEvent, SettingOutcome, run_comparison
-from fedls.compare.table import COLUMNS, ResultTable, build_table
+from fedls.compare.options import CompareOptions, plan_comparison
+from fedls.compare.results import COLUMNS, ComparisonStats, load_results
+from fedls.compare.runner import ComparisonResult, ProgressEvent, RunOutcome, run_comparison
+from fedls.compare.table import ResultTable
 
 __all__ = [
     "COLUMNS",
+    "CompareOptions",
     "ComparisonResult",
+    "ComparisonStats",
     "Experiment",
     "ProgressEvent",
     "ResultTable",
+    "RunOutcome",
     "Setting",
-    "SettingOutcome",
-    "build_table",
     "load_experiment",
+    "load_results",
+    "plan_comparison",
     "quick_experiment",
     "run_comparison",
 ]

@@ -4,8 +4,9 @@
 ::
 
     [experiment]
-    out = "runs/defense-comparison"   # one run directory per setting below this folder
-    baseline = "no-defense"           # deltas are taken against this setting (default: first)
+    out = "runs/defense-comparison"   # one folder per setting below this folder
+    baseline = "no-defense"           # deltas and tests are taken against this setting (default: first)
+    seeds = [0, 1, 2, 3, 4]           # every setting runs once per seed (default: [base].seed)
 
     [base]                            # any `fedls simulate` option (RunConfig key)
     dataset = "digits"
@@ -21,33 +22,101 @@
 
 A setting may change only the training recipe (defense, its options, α and its warm-up,
 and optimisation keys); data, partition, seed, rounds and attacks come from ``[base]`` so that
-the comparison is fair.
+the comparison is fair. The file's shape is declared once with the option schema
+(:mod:`fedls.schema`): a wrong type or an unknown key is a one-line error before anything runs.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
 from fedls.config import RunConfig, parse_assignment, read_toml
 from fedls.defenses import build_defense
 from fedls.errors import ConfigError
+from fedls.schema import Options, normalise_keys, one_line
 
 # What a setting may not change: everything that defines the data, the federation or the attacks.
 SHARED_ONLY = frozenset(
     {
         "name", "run_dir", "dataset", "data_dir", "image_size", "num_classes", "partition", "dirichlet_beta",
-        "clients", "fraction_train", "rounds", "gradient_attack", "model_attack", "seed", "weights",
+        "clients", "fraction_train", "rounds", "attacks", "gradient_attack", "model_attack", "seed", "weights",
     }
 )
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+
+
+def _split_seed_list(value: Any) -> Any:
+    """``"0,1,2"`` (the command line) and ``[0, 1, 2]`` (TOML) are the same list; digit strings
+    become numbers here so that the elements themselves can stay strict (``true`` is no seed)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        return [int(v) if isinstance(v, str) and v.isdigit() else v for v in value]
+    return value
+
+
+def _distinct_seeds(value: list[int]) -> list[int]:
+    if not value:
+        raise ValueError("give at least one seed, e.g. 0,1,2,3,4")
+    if len(set(value)) != len(value):
+        raise ValueError(f"seeds must not repeat (got {value})")
+    return value
+
+
+SeedList = Annotated[
+    list[Annotated[StrictInt, Field(ge=0)]],
+    BeforeValidator(_split_seed_list),
+    AfterValidator(_distinct_seeds),
+    Field(description="seeds to repeat every setting with, e.g. 0,1,2,3,4"),
+]
+
+
+def check_out_folder(path: Path, key: str) -> Path:
+    """An output folder may exist (rerunning resumes) but must not be a file."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}: {path} is a file; pass a folder for the comparison's outputs")
+    return path
+
+
+class ExperimentMeta(Options):
+    """The ``[experiment]`` table."""
+
+    name: str | None = Field(None, description="name shown in tables (default: the file's stem)")
+    out: str | None = Field(None, min_length=1, description="output folder (default: runs/<file stem>)")
+    baseline: str | None = Field(None, description="setting that deltas and tests are taken against (default: the first)")
+    description: str = Field("", description="free text")
+    seeds: SeedList | None = None
+
+
+class SettingEntry(Options):
+    """One ``[[setting]]``: a name plus RunConfig keys. The keys beside ``name`` are allowed here
+    and checked by :class:`~fedls.config.RunConfig` itself, the one schema of run options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="letters, digits, '.', '_', '+' or '-'")
+
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ExperimentFile(Options):
+    """A whole experiment file."""
+
+    experiment: ExperimentMeta = Field(default_factory=ExperimentMeta)
+    base: dict[str, Any] = Field(default_factory=dict, description="run options shared by every setting")
+    setting: list[SettingEntry] = Field(default_factory=list, description="the compared settings")
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One row of the comparison: a name, what it changes, and its full run configuration."""
+    """One row of the comparison: a name, what it changes, and its run configuration (the
+    base seed; :meth:`Experiment.runs` derives one configuration per seed)."""
 
     name: str
     overrides: dict[str, Any]
@@ -60,7 +129,9 @@ class Experiment:
     out: Path
     settings: list[Setting]
     baseline: str
+    seeds: list[int]
     base: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
 
     def setting(self, name: str) -> Setting:
         for s in self.settings:
@@ -68,61 +139,95 @@ class Experiment:
                 return s
         raise ConfigError(f"no setting named {name!r}; the experiment has {', '.join(s.name for s in self.settings)}")
 
+    def run_config(self, setting: Setting, seed: int) -> RunConfig:
+        """One run: ``<out>/<setting>/seed-<n>``."""
+        return setting.config.with_overrides(seed=seed, run_dir=str(self.out / setting.name), name=run_name(seed))
 
-def _setting_config(base: RunConfig, name: str, overrides: dict[str, Any], out: Path, source: str) -> RunConfig:
-    normalised = {k.replace("-", "_"): v for k, v in overrides.items()}
-    shared = sorted(set(normalised) & SHARED_ONLY)
-    if shared:
-        raise ConfigError(f"{source}: setting {name!r} changes {', '.join(shared)}; move shared options to [base]")
-    merged = {**base.to_dict(), **normalised, "name": name, "run_dir": str(out)}
-    if "defense" in normalised and "defense_options" not in normalised:
-        merged["defense_options"] = {}  # options belong to the base's defense, not this one
-    config = RunConfig.from_dict(merged, source=f"{source} [setting {name}]")
-    if config.defense == "dp" and "epsilon" in config.defense_options and "rounds" not in config.defense_options:
-        # the ε budget is spread over every planned round (see fedls.defenses.dp)
-        config.defense_options = {**config.defense_options, "rounds": config.rounds}
+    def runs(self) -> Iterator[tuple[Setting, int, RunConfig]]:
+        """Seed-major order: after an interruption the finished seeds hold every setting, so the
+        partial results are still paired against the baseline."""
+        for seed in self.seeds:
+            for setting in self.settings:
+                yield setting, seed, self.run_config(setting, seed)
+
+
+def run_name(seed: int) -> str:
+    return f"seed-{seed}"
+
+
+def _validated(config: RunConfig) -> RunConfig:
+    """Registry names, and the defense's options now rather than inside a client hours later."""
     config.validate()
-    build_defense(config.defense, config.defense_options)  # option errors now, not inside a client
+    build_defense(config.defense, config.defense_options)
     return config
 
 
+def _setting_config(base: RunConfig, entry: SettingEntry, source: str) -> RunConfig:
+    normalised = normalise_keys(entry.overrides())
+    shared = sorted(set(normalised) & SHARED_ONLY)
+    if shared:
+        raise ConfigError(f"{source}: setting {entry.name!r} changes {', '.join(shared)}; move shared options to the base table")
+    merged = {**base.to_dict(), **normalised, "name": entry.name}
+    if "defense" in normalised and "defense_options" not in normalised:
+        merged["defense_options"] = {}  # options belong to the base's defense, not this one
+    config = RunConfig.from_dict(merged, source=f"{source} setting {entry.name}")
+    if config.defense == "dp" and "epsilon" in config.defense_options and "rounds" not in config.defense_options:
+        # the ε budget is spread over every planned round (see fedls.defenses.dp)
+        config = config.with_overrides(defense_options={**config.defense_options, "rounds": config.rounds})
+    return _validated(config)
+
+
 def build_experiment(
-    base: dict[str, Any], settings: list[dict[str, Any]], out: Path, name: str = "comparison",
-    baseline: str | None = None, source: str = "experiment",
+    base: Mapping[str, Any], settings: list[Mapping[str, Any]] | list[SettingEntry], out: Path, name: str = "comparison",
+    baseline: str | None = None, source: str = "experiment", seeds: list[int] | None = None, description: str = "",
 ) -> Experiment:
     """Validate every setting up front so that a typo fails before hours of training."""
     if not settings:
-        raise ConfigError(f"{source}: no [[setting]] entries; add at least two settings to compare")
-    base_config = RunConfig.from_dict({k: v for k, v in base.items() if k not in ("name", "run_dir")}, source=f"{source} [base]")
+        raise ConfigError(f"{source}: no setting entries; add at least two settings to compare")
+    entries = [s if isinstance(s, SettingEntry) else SettingEntry.parse(s, f"{source} setting") for s in settings]
+    base_dict = {k: v for k, v in normalise_keys(base).items() if k not in ("name", "run_dir")}
+    if seeds is not None and "seed" in base_dict:
+        raise ConfigError(f"{source}: give either base.seed or experiment.seeds (--seeds), not both")
+    base_config = RunConfig.from_dict(base_dict, source=f"{source} base")
     built: list[Setting] = []
-    for entry in settings:
-        entry = dict(entry)
-        setting_name = entry.pop("name", None)
-        if not isinstance(setting_name, str) or not NAME_PATTERN.match(setting_name):
-            raise ConfigError(f"{source}: every setting needs a name of letters, digits, '.', '_', '+' or '-' (got {setting_name!r})")
-        if any(s.name == setting_name for s in built):
-            raise ConfigError(f"{source}: setting name {setting_name!r} is used twice; names must be unique")
-        built.append(Setting(setting_name, entry, _setting_config(base_config, setting_name, entry, out, source)))
+    for entry in entries:
+        if any(s.name == entry.name for s in built):
+            raise ConfigError(f"{source}: setting name {entry.name!r} is used twice; names must be unique")
+        built.append(Setting(entry.name, entry.overrides(), _setting_config(base_config, entry, source)))
     chosen = baseline or built[0].name
     if chosen not in {s.name for s in built}:
         raise ConfigError(f"{source}: baseline {chosen!r} is not one of the settings; use a setting's name")
-    return Experiment(name=name, out=out, settings=built, baseline=chosen, base=dict(base))
+    return Experiment(
+        name=name, out=check_out_folder(out, f"{source}: out"), settings=built, baseline=chosen,
+        seeds=list(seeds) if seeds is not None else [base_config.seed], base=base_dict, description=description,
+    )
 
 
-def load_experiment(path: Path, out: Path | None = None) -> Experiment:
-    """Read an experiment TOML file; ``out`` (e.g. from ``--out``) overrides its output folder."""
+def parse_experiment_file(data: Mapping[str, Any], source: str) -> ExperimentFile:
+    """The file's tables against the schema; the first problem as one line naming the key."""
+    try:
+        return ExperimentFile.model_validate(normalise_keys(data))
+    except ValidationError as exc:
+        raise ConfigError(one_line(exc, source)) from None
+
+
+def load_experiment(
+    path: Path, out: Path | None = None, seeds: list[int] | None = None, overrides: Mapping[str, Any] | None = None,
+) -> Experiment:
+    """Read an experiment TOML file; ``out`` and ``seeds`` (e.g. from ``--out``, ``--seeds``)
+    override the file's ``[experiment]`` values, ``overrides`` (non-None values) its ``[base]``
+    before the settings are derived (so that, e.g., DP's ε is spread over the rounds that run)."""
     data = read_toml(path, "experiment file", "check the path (examples in experiments/)")
-    unknown = sorted(set(data) - {"experiment", "base", "setting"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; use [experiment], [base] and [[setting]]")
-    meta = data.get("experiment", {})
-    extra = sorted(set(meta) - {"name", "out", "baseline", "description"})
-    if extra:
-        raise ConfigError(f"{path}: unknown [experiment] key(s) {', '.join(extra)}; use name, out, baseline, description")
-    target = out or Path(meta.get("out", Path("runs") / path.stem))
+    parsed = parse_experiment_file(data, str(path))
+    meta = parsed.experiment
+    target = out or Path(meta.out or Path("runs") / path.stem)
+    base = {**normalise_keys(parsed.base), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    chosen_seeds = seeds if seeds is not None else meta.seeds
+    if seeds is not None and meta.seeds is None:
+        base.pop("seed", None)  # --seeds replaces the file's single seed
     return build_experiment(
-        data.get("base", {}), data.get("setting", []), target, name=str(meta.get("name", path.stem)),
-        baseline=meta.get("baseline"), source=str(path),
+        base, list(parsed.setting), target, name=meta.name or path.stem, baseline=meta.baseline,
+        source=str(path), seeds=chosen_seeds, description=meta.description,
     )
 
 
@@ -150,7 +255,13 @@ def parse_setting_spec(spec: str) -> dict[str, Any]:
     return entry
 
 
-def quick_experiment(base: RunConfig, specs: list[str], out: Path, baseline: str | None = None) -> Experiment:
+def quick_experiment(
+    base: RunConfig, specs: list[str], out: Path, baseline: str | None = None, seeds: list[int] | None = None,
+) -> Experiment:
     """An ad-hoc comparison from CLI flags: ``base`` for shared options and one spec per setting."""
     base_dict = {k: v for k, v in base.to_dict().items() if k not in ("name", "run_dir")}
-    return build_experiment(base_dict, [parse_setting_spec(s) for s in specs], out, name=out.name, baseline=baseline, source="--setting")
+    if seeds is not None:
+        base_dict.pop("seed", None)
+    return build_experiment(
+        base_dict, [parse_setting_spec(s) for s in specs], out, name=out.name, baseline=baseline, source="--setting", seeds=seeds,
+    )

@@ -1,5 +1,5 @@
-"""TensorBoard HParams entries: one per finished setting, so settings sit side by side in the
-HParams dashboard (``tensorboard --logdir <out>/hparams``)."""
+"""TensorBoard HParams entries: one per finished run (setting and seed), so settings and seeds
+sit side by side in the HParams dashboard (``tensorboard --logdir <out>/hparams``)."""
 
 from __future__ import annotations
 
@@ -23,15 +23,16 @@ def hparam_dict(config: RunConfig) -> dict[str, Any]:
         "clients": int(config.clients),
         "model": config.model,
         "dataset": config.dataset,
+        "seed": int(config.seed),
     }
 
 
-def write_hparams(root: Path, setting: str, config: RunConfig, metrics: dict[str, float | None]) -> Path | None:
-    """Write the entry once per setting (a rerun of a finished setting adds nothing twice).
-    Missing metrics are left out rather than written as a made-up value."""
+def write_hparams(root: Path, run: str, config: RunConfig, metrics: dict[str, float | None]) -> Path | None:
+    """Write the entry once per run ``<setting>/seed-<n>`` (a resumed comparison adds nothing
+    twice). Missing metrics are left out rather than written as a made-up value."""
     from torch.utils.tensorboard import SummaryWriter
 
-    folder = root / setting
+    folder = root / run
     if (folder / MARKER).exists():
         return None
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
-"""Run every setting of an experiment, resumably, and write the table, plot and HParams.
+"""Run every setting of an experiment once per seed, resumably, and write the tables, plot and HParams.
 
-Resuming: a setting whose run directory is complete is skipped; an interrupted or failed
-one is moved aside to ``<out>/_aside/<name>-<status>-<n>`` (renamed, never deleted) and run
-again. Outputs are rewritten after every setting, so a partial comparison is readable.
+Runs go to ``<out>/<setting>/seed-<n>``, seed by seed (every setting for the first seed, then
+the next seed), so an interrupted comparison still holds paired results. Resuming: a complete
+run is skipped (if it was made with the same configuration); an interrupted or failed one is
+moved aside to ``<out>/_aside/<setting>-seed-<n>-<status>-<k>`` (renamed, never deleted) and run
+again. ``comparison.json`` records what is compared and which code version made each run;
+outputs are rewritten after every run, so a partial comparison is readable.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from typing import Any
 from fedls.compare.experiment import Experiment, Setting
 from fedls.compare.hparams import write_hparams
 from fedls.compare.plot import utility_privacy_plot
-from fedls.compare.table import ResultTable, build_table, latest_metrics, row_values
+from fedls.compare.results import MANIFEST, ComparisonStats, Manifest, SettingInfo, load_results, run_key
+from fedls.compare.table import ResultTable
+from fedls.config import RunConfig
 from fedls.errors import ConfigError, FedlsError
 from fedls.federation.server import RunInterrupted
+from fedls.provenance import provenance
 from fedls.run_dir import CONFIG_FILE, RunDirectory
 
 log = logging.getLogger(__name__)
@@ -28,16 +34,19 @@ ASIDE = "_aside"
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """``kind``: "setting-start", "round", "setting-done", "setting-skipped", "setting-failed"."""
+    """``kind``: "setting-start", "round", "setting-done", "setting-skipped", "setting-failed".
+
+    One event stream per run (a setting at one seed); ``index``/``total`` count runs."""
 
     kind: str
     setting: str
-    index: int  # 0-based position of the setting
-    total: int  # number of settings
+    index: int  # 0-based position of the run
+    total: int  # number of runs (settings × seeds)
     round: int = 0
     rounds: int = 0
     record: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    seed: int = 0
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -45,8 +54,9 @@ SimulateFn = Callable[..., Any]
 
 
 @dataclass
-class SettingOutcome:
+class RunOutcome:
     setting: str
+    seed: int
     status: str  # complete | skipped (already complete) | failed
     seconds: float = 0.0
     error: str = ""
@@ -56,7 +66,8 @@ class SettingOutcome:
 @dataclass
 class ComparisonResult:
     out: Path
-    outcomes: list[SettingOutcome]
+    outcomes: list[RunOutcome]
+    stats: ComparisonStats
     table: ResultTable
     csv: Path
     markdown: Path
@@ -64,28 +75,47 @@ class ComparisonResult:
     hparams: Path
 
     @property
-    def failed(self) -> list[SettingOutcome]:
+    def failed(self) -> list[RunOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
-def move_aside(path: Path, out: Path) -> Path:
+def move_aside(path: Path, out: Path, label: str) -> Path:
     """Rename an unfinished run directory under ``<out>/_aside`` with its status and a counter."""
     summary = RunDirectory(path).summary() if (path / CONFIG_FILE).exists() else None
     status = str(summary.get("status", "unfinished")) if summary else "unfinished"
     aside = out / ASIDE
     aside.mkdir(parents=True, exist_ok=True)
     n = 1
-    while (target := aside / f"{path.name}-{status}-{n}").exists():
+    while (target := aside / f"{label}-{status}-{n}").exists():
         n += 1
     path.rename(target)
     return target
 
 
-def _default_simulate() -> tuple[SimulateFn, Any]:
-    from fedls.attacks import build_observers
+def _default_simulate() -> SimulateFn:
     from fedls.federation.simulation import simulate
 
-    return simulate, build_observers
+    return simulate  # with observer_factory None it builds the attacks the config asks for
+
+
+def manifest_for(experiment: Experiment, command: str, previous: Manifest | None) -> Manifest:
+    """The manifest of ``experiment``; provenance of runs recorded earlier is kept."""
+    settings = [SettingInfo(s.name, s.config.defense, float(s.config.alpha)) for s in experiment.settings]
+    runs = dict(previous.runs) if previous else {}
+    return Manifest(
+        name=experiment.name, baseline=experiment.baseline, seeds=list(experiment.seeds), settings=settings,
+        command=command or (previous.command if previous else ""), description=experiment.description, runs=runs,
+    )
+
+
+def _check_layout(experiment: Experiment) -> None:
+    """Refuse a folder from the one-run-per-setting layout before anything is written into it."""
+    for setting in experiment.settings:
+        if (experiment.out / setting.name / CONFIG_FILE).exists():
+            raise ConfigError(
+                f"{experiment.out / setting.name} is a run directory of an older comparison layout; "
+                "pass another --out (runs now live in <out>/<setting>/seed-<n>)"
+            )
 
 
 def run_comparison(
@@ -93,65 +123,79 @@ def run_comparison(
     on_progress: ProgressCallback | None = None,
     simulate_fn: SimulateFn | None = None,
     observer_factory: Any = None,
+    command: str = "",
 ) -> ComparisonResult:
-    """Run the missing settings in order, then write results.csv/.md, utility_privacy.png and
-    HParams under ``experiment.out``. A setting that fails is recorded and the rest still run;
-    KeyboardInterrupt stops the comparison (rerun to resume)."""
+    """Run the missing runs (settings × seeds), then write results.csv/.md, utility_privacy.png,
+    comparison.json and HParams under ``experiment.out``. A run that fails is recorded and the rest
+    still run; KeyboardInterrupt stops the comparison (rerun to resume). ``command`` is recorded
+    as the command line that produced the results."""
     if simulate_fn is None:
-        simulate_fn, default_observers = _default_simulate()
-        observer_factory = observer_factory or default_observers
+        simulate_fn = _default_simulate()
     emit = on_progress or (lambda event: None)
     out = experiment.out
+    _check_layout(experiment)
     out.mkdir(parents=True, exist_ok=True)
-    total = len(experiment.settings)
-    outcomes: list[SettingOutcome] = []
-    for index, setting in enumerate(experiment.settings):
-        outcomes.append(_run_setting(setting, index, total, out, emit, simulate_fn, observer_factory))
-        _write_outputs(experiment, outcomes)
-    return _write_outputs(experiment, outcomes)
+    previous = Manifest.read(out) if (out / MANIFEST).exists() else None
+    manifest = manifest_for(experiment, command, previous)
+    manifest.write(out)
+    plan = list(experiment.runs())
+    outcomes: list[RunOutcome] = []
+    for index, (setting, seed, config) in enumerate(plan):
+        outcome = _run_one(setting, seed, config, index, len(plan), out, emit, simulate_fn, observer_factory)
+        outcomes.append(outcome)
+        key = run_key(setting.name, seed)
+        if outcome.status == "complete":
+            manifest.runs[key] = provenance()  # asked after each run: the checkout may change during a comparison
+            manifest.write(out)
+        _write_outputs(experiment, manifest, outcomes)
+    return _write_outputs(experiment, manifest, outcomes)
 
 
-def _run_setting(
-    setting: Setting, index: int, total: int, out: Path, emit: ProgressCallback,
+def _run_one(
+    setting: Setting, seed: int, config: RunConfig, index: int, total: int, out: Path, emit: ProgressCallback,
     simulate_fn: SimulateFn, observer_factory: Any,
-) -> SettingOutcome:
-    path = out / setting.name
-    rounds = setting.config.rounds
+) -> RunOutcome:
+    path = Path(config.run_dir) / str(config.name)
+    rounds = config.rounds
     moved: Path | None = None
+
+    def event(kind: str, r: int = 0, record: dict[str, Any] | None = None, message: str = "") -> None:
+        emit(ProgressEvent(kind, setting.name, index, total, r, rounds, record or {}, message, seed))
+
     if path.exists():
         if (path / CONFIG_FILE).exists() and RunDirectory(path).is_complete():
-            check_same_config(RunDirectory(path), setting)
-            emit(ProgressEvent("setting-skipped", setting.name, index, total, rounds, rounds, message="already complete"))
-            return SettingOutcome(setting.name, "skipped")
-        moved = move_aside(path, out)
-        log.info("setting %s: unfinished run moved to %s", setting.name, moved)
-    emit(ProgressEvent("setting-start", setting.name, index, total, 0, rounds))
+            check_same_config(RunDirectory(path), config)
+            event("setting-skipped", rounds, message="already complete")
+            return RunOutcome(setting.name, seed, "skipped")
+        moved = move_aside(path, out, f"{setting.name}-{path.name}")
+        log.info("setting %s, seed %d: unfinished run moved to %s", setting.name, seed, moved)
+    event("setting-start")
 
     def on_round(server_round: int, record: dict[str, Any]) -> None:
-        emit(ProgressEvent("round", setting.name, index, total, server_round, rounds, record))
+        event("round", server_round, record)
 
     started = time.perf_counter()
     try:
-        simulate_fn(setting.config, observer_factory=observer_factory, on_round=on_round)
+        simulate_fn(config, observer_factory=observer_factory, on_round=on_round)
     except RunInterrupted:
-        raise KeyboardInterrupt from None  # the user stopped the comparison, not only this setting
+        raise KeyboardInterrupt from None  # the user stopped the comparison, not only this run
     except FedlsError as exc:
-        log.warning("setting %s failed: %s", setting.name, exc)
-        emit(ProgressEvent("setting-failed", setting.name, index, total, 0, rounds, message=str(exc)))
-        return SettingOutcome(setting.name, "failed", time.perf_counter() - started, str(exc), moved)
+        log.warning("setting %s, seed %d failed: %s", setting.name, seed, exc)
+        event("setting-failed", message=str(exc))
+        return RunOutcome(setting.name, seed, "failed", time.perf_counter() - started, str(exc), moved)
     seconds = time.perf_counter() - started
-    emit(ProgressEvent("setting-done", setting.name, index, total, rounds, rounds, message=f"{seconds:.1f} s"))
-    return SettingOutcome(setting.name, "complete", seconds, moved_aside=moved)
+    event("setting-done", rounds, message=f"{seconds:.1f} s")
+    return RunOutcome(setting.name, seed, "complete", seconds, moved_aside=moved)
 
 
 IGNORED_KEYS = ("run_dir", "name", "device")  # where and on what a run ran, not what it is
 
 
-def check_same_config(run: RunDirectory, setting: Setting) -> None:
-    """A finished run is reused only if it was made with this setting's configuration; otherwise
-    resuming would silently report results of another experiment (e.g. another seed)."""
+def check_same_config(run: RunDirectory, config: RunConfig) -> None:
+    """A finished run is reused only if it was made with this run's configuration; otherwise
+    resuming would silently report results of another experiment (e.g. other rounds)."""
     stored = {k: v for k, v in run.config().to_dict().items() if k not in IGNORED_KEYS}
-    wanted = {k: v for k, v in setting.config.to_dict().items() if k not in IGNORED_KEYS}
+    wanted = {k: v for k, v in config.to_dict().items() if k not in IGNORED_KEYS}
     differing = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
     if differing:
         raise ConfigError(
@@ -160,24 +204,32 @@ def check_same_config(run: RunDirectory, setting: Setting) -> None:
         )
 
 
-def _write_outputs(experiment: Experiment, outcomes: list[SettingOutcome]) -> ComparisonResult:
+def _distinct(stats: ComparisonStats, key: str) -> list[str]:
+    return sorted({value for row in stats.rows if row.complete_seeds for value in row.provenance(key).split(";")})
+
+
+def stamp(stats: ComparisonStats) -> str:
+    """Which code and command produced these numbers (for results.md and generated docs)."""
+    versions, commits = _distinct(stats, "fedls_version"), _distinct(stats, "git_commit")
+    # a long comparison in a shared checkout may span commits; say so rather than pick one
+    where = f"commit {commits[0]}" if len(commits) == 1 else f"commits {', '.join(commits) or 'unknown'}"
+    manifest = stats.manifest
+    return (
+        f"Runs made by fedls {', '.join(versions) or 'unknown'} at {where}; "
+        f"seeds {', '.join(map(str, manifest.seeds))}; command: `{manifest.command or 'unknown'}`."
+    )
+
+
+def _write_outputs(experiment: Experiment, manifest: Manifest, outcomes: list[RunOutcome]) -> ComparisonResult:
     out = experiment.out
-    entries = []
-    for setting in experiment.settings:
-        path = out / setting.name
-        run = RunDirectory(path) if (path / CONFIG_FILE).exists() else None
-        summary = run.summary() if run else None
-        status = str(summary.get("status")) if summary else ("not run" if run is None else "running")
-        metrics = latest_metrics(run) if run is not None else {}
-        entries.append((setting.name, setting.config.defense, setting.config.alpha, status, metrics))
-    table = build_table(entries, experiment.baseline)
-    csv_path, md_path = table.write(out)
-    rows = row_values(table)
-    plot = utility_privacy_plot(rows, experiment.baseline, out / "utility_privacy.png")
+    stats = load_results(out, manifest)
+    table = ResultTable(stats)
+    csv_path, md_path = table.write(out, stamp(stats))
+    plot = utility_privacy_plot(stats, out / "utility_privacy.png")
     hparams_root = out / "hparams"
-    by_name = {s.name: s for s in experiment.settings}
-    for row, (name, _, _, status, _) in zip(rows, entries, strict=True):
-        if status == "complete":
-            metrics = {k: v for k, v in row.items() if k not in ("setting", "defense", "alpha")}
-            write_hparams(hparams_root, name, by_name[name].config, metrics)
-    return ComparisonResult(out, list(outcomes), table, csv_path, md_path, plot, hparams_root)
+    for setting, seed, config in experiment.runs():
+        run = next(r for r in stats.row(setting.name).runs if r.seed == seed)
+        if run.status == "complete":
+            values = {key: m.values[m.seeds.index(seed)] for key, m in stats.row(setting.name).metrics.items() if seed in m.seeds}
+            write_hparams(hparams_root, run_key(setting.name, seed), config, values)
+    return ComparisonResult(out, list(outcomes), stats, table, csv_path, md_path, plot, hparams_root)

@@ -1,151 +1,220 @@
-"""The results table (CSV and Markdown) in the layout of seed 001, Table 1: each metric of
-each setting and its change against the baseline. A metric a run did not produce is shown
-as "–"; nothing is filled in or estimated."""
+"""The results tables (CSV and Markdown) in the layout of seed 001, Table 1, over seeds.
+
+Markdown: a main table (mean ± sd over seeds and the mean paired change against the baseline,
+``*`` where the paired t-test gives p < 0.05) and a tests table that spells out, for every
+setting and metric, the change, its 95 % interval, the p-values and the verdict ("significant"
+or "inside the noise"), plus the pooled count test for Acc@1. CSV: the same numbers in long
+form, one row per setting and metric, with the code version and commit behind them. A metric a
+run did not produce is shown as "–"; nothing is filled in or estimated.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from fedls.run_dir import RunDirectory
+from fedls.compare.results import Column, ComparisonStats, MetricStats, SettingStats
+from fedls.stats import SIGNIFICANCE, CountTest, PairedTest, wilson_interval
 
 MISSING = "–"
-
-
-@dataclass(frozen=True)
-class Column:
-    """One metric: a label, the metrics.jsonl keys to look for (first present wins), whether it
-    is shown as a percentage, and which direction is better for the attacker/defender reader."""
-
-    key: str
-    label: str
-    sources: tuple[str, ...]
-    percent: bool = False
-    digits: int = 3
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("test_acc", "Test Acc ↑", ("global/accuracy",), percent=True),
-    Column("ece", "ECE ↓", ("global/ece",)),
-    Column("attack_acc1", "Attack Acc@1", ("mia/acc1",), percent=True),
-    Column("attack_acc5", "Attack Acc@5", ("mia/acc5",), percent=True),
-    # δ_face (FaceNet distance) when the attack computed it, else the evaluation model's δ_eval
-    Column("delta", "δ_face/δ_eval", ("mia/delta_face", "mia/delta_eval"), digits=2),
-    Column("xi_train", "ξ_train", ("mia/xi_train",), percent=True),
-    Column("xi_test", "ξ_test", ("mia/xi_test",), percent=True),
-    # gradient inversion (fedls.attacks.gradient.observer): share of attacked client updates whose
-    # soft label was recovered within tolerance, and PSNR of the soft-label reconstructions
-    Column("label_recovery", "Label recovery", ("gradient/success_rate",), percent=True),
-    Column("psnr", "PSNR (dB)", ("gradient/recon_psnr",), digits=2),
-    Column("epsilon", "DP ε", ("clients/epsilon",), digits=2),
+POOLED_KEY = "attack_acc1_pooled"
+CSV_FIELDS = (
+    "setting", "defense", "alpha", "status", "metric", "measure", "n", "seeds", "values", "mean", "sd", "ci_low",
+    "ci_high", "delta", "delta_ci_low", "delta_ci_high", "n_pairs", "test", "p", "p_wilcoxon", "significant",
+    "fedls_version", "git_commit",
 )
 
 
-def latest_metrics(run: RunDirectory) -> dict[str, float]:
-    """For every key, its value in the latest round that logged it (attacks may run every k rounds)."""
-    merged: dict[str, float] = {}
-    for record in run.metrics():
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                merged[key] = float(value)
-    return merged
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
 
 
-def pick(metrics: dict[str, float], column: Column) -> tuple[float | None, str | None]:
-    for source in column.sources:
-        if source in metrics:
-            return metrics[source], source
-    return None, None
+def verdict(p: float | None, pairs: int, reason: str = "") -> str:
+    if p is None:
+        return f"not tested ({reason or f'{pairs} paired seed' + ('s' if pairs != 1 else '')})"
+    return "significant" if p < SIGNIFICANCE else "inside the noise"
 
 
-@dataclass
-class Row:
-    setting: str
-    defense: str
-    alpha: float
-    status: str
-    values: dict[str, float | None]
-    deltas: dict[str, float | None]
+def _test_verdict(test: PairedTest) -> str:
+    if test.p_t is None and test.n >= 2:
+        return verdict(None, test.n, "identical differences, no spread")
+    return verdict(test.p_t, test.n)
 
 
 @dataclass
 class ResultTable:
-    baseline: str
-    rows: list[Row]
-    columns: Sequence[Column] = COLUMNS
+    stats: ComparisonStats
 
-    def format_value(self, column: Column, value: float | None) -> str:
-        if value is None:
+    @property
+    def baseline(self) -> str:
+        return self.stats.baseline
+
+    @property
+    def columns(self) -> Sequence[Column]:
+        """Every metric some setting measured (the CSV keeps all, with empty cells)."""
+        first = self.stats.rows[0]
+        return [m.column for m in first.metrics.values() if any(r.metrics[m.column.key].summary for r in self.stats.rows)]
+
+    # -- cells -------------------------------------------------------------------------
+    @staticmethod
+    def scaled(column: Column, value: float) -> float:
+        return 100 * value if column.percent else value
+
+    def fmt(self, column: Column, value: float, signed: bool = False) -> str:
+        digits = 1 if column.percent else column.digits
+        return f"{self.scaled(column, value):{'+' if signed else ''}.{digits}f}"
+
+    def value_cell(self, row: SettingStats, stats: MetricStats) -> str:
+        """``84.0 ± 3.1 (−5.0*)``: mean ± sd, then the mean paired change (* = p < 0.05)."""
+        if stats.summary is None:
             return MISSING
-        return f"{100 * value:.1f}%" if column.percent else f"{value:.{column.digits}f}"
-
-    def format_delta(self, column: Column, delta: float | None) -> str:
-        if delta is None:
-            return ""
-        return f" ({100 * delta:+.1f})" if column.percent else f" ({delta:+.{column.digits}f})"
-
-    def cells(self, row: Row) -> list[str]:
-        """Display cells: value and, for non-baseline rows, the change against the baseline."""
-        out = [row.setting, row.defense, f"{row.alpha:g}", row.status]
-        for column in self.columns:
-            value = self.format_value(column, row.values[column.key])
-            if row.setting != self.baseline and row.values[column.key] is not None:
-                value += self.format_delta(column, row.deltas[column.key])
-            out.append(value)
-        return out
+        column = stats.column
+        text = self.fmt(column, stats.summary.mean)
+        if stats.summary.sd is not None:
+            text += f" ± {self.fmt(column, stats.summary.sd)}"
+        if stats.test is not None:
+            star = "*" if stats.test.significant else ""
+            text += f" ({self.fmt(column, stats.test.mean_diff, signed=True)}{star})"
+        return text
 
     def header(self) -> list[str]:
-        return ["Setting", "Defense", "α", "Status", *(c.label for c in self.columns)]
+        return ["Setting", "Defense", "α", "Seeds", *(c.label for c in self.columns)]
 
-    def to_markdown(self) -> str:
-        lines = ["| " + " | ".join(self.header()) + " |", "|" + "---|" * len(self.header())]
-        lines += ["| " + " | ".join(self.cells(row)) + " |" for row in self.rows]
-        note = (
-            f"\nChanges in parentheses are against `{self.baseline}` (percentage points for % columns). "
-            f"{MISSING} = not measured in this run.\n"
+    def cells(self, row: SettingStats) -> list[str]:
+        return [
+            row.info.name, row.info.defense, f"{row.info.alpha:g}", row.status(),
+            *(self.value_cell(row, row.metrics[c.key]) for c in self.columns),
+        ]
+
+    def test_rows(self) -> list[list[str]]:
+        """Setting, metric, change, 95 % CI of the change, pairs, p (t), p (Wilcoxon), verdict."""
+        out = []
+        for row in self.stats.rows:
+            if row.info.name == self.baseline:
+                continue
+            for stats in row.metrics.values():
+                test, column = stats.test, stats.column
+                if test is None:
+                    continue
+                ci = MISSING if test.ci_low is None else f"[{self.fmt(column, test.ci_low, True)}, {self.fmt(column, test.ci_high, True)}]"
+                out.append([
+                    row.info.name, column.label, self.fmt(column, test.mean_diff, signed=True), ci, str(test.n),
+                    _p(test.p_t), _p(test.p_wilcoxon), _test_verdict(test),
+                ])
+            if row.count_test is not None:
+                ct = row.count_test
+                out.append([
+                    row.info.name, "Attack Acc@1, pooled images", f"{100 * ct.diff:+.1f}",
+                    f"Wilson {_pct(ct.interval1)} vs {_pct(ct.interval2)}", f"{ct.k1}/{ct.n1} vs {ct.k2}/{ct.n2}",
+                    _p(ct.p), MISSING, verdict(ct.p, 0),
+                ])
+        return out
+
+    # -- documents ---------------------------------------------------------------------
+    def main_markdown(self) -> str:
+        header = self.header()
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(self.cells(row)) + " |" for row in self.stats.rows]
+        return "\n".join(lines) + "\n"
+
+    def tests_markdown(self) -> str:
+        header = ["Setting", "Metric", f"Δ vs {self.baseline}", "95 % CI of Δ", "Pairs", "p (paired t)", "p (Wilcoxon)", "Verdict"]
+        rows = self.test_rows()
+        if not rows:
+            return f"No paired results against `{self.baseline}` yet.\n"
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+
+    def legend(self) -> str:
+        return (
+            f"Mean ± standard deviation over the complete seeds (column Seeds). In parentheses: the mean paired change "
+            f"against `{self.baseline}` over the seeds both completed (percentage points for % columns); "
+            f"`*` = p < {SIGNIFICANCE:g} in a two-sided paired t-test over seeds, otherwise the change is inside the noise. "
+            f"{MISSING} = not measured. The pooled Acc@1 test treats every attack image as independent "
+            "(two-proportion z-test) and ignores the spread between seeds; read it beside the paired test."
+            + self._wilcoxon_floor() + "\n"
         )
-        return "\n".join(lines) + "\n" + note
+
+    def _wilcoxon_floor(self) -> str:
+        n = len(self.stats.manifest.seeds)
+        if not 2 <= n <= 6:
+            return ""
+        # all n differences of one sign is the most extreme signed-rank outcome: p = 2 / 2ⁿ
+        return f" With {n} seeds the Wilcoxon signed-rank test cannot go below p = {2 / 2**n:.3g}."
+
+    def to_markdown(self, stamp: str = "") -> str:
+        parts = [f"## {self.stats.manifest.name}\n", self.main_markdown(), "\n" + self.legend()]
+        parts += ["\n### Tests against the baseline\n\n", self.tests_markdown()]
+        if stamp:
+            parts.append(f"\n{stamp}\n")
+        return "".join(parts)
 
     def to_csv(self) -> str:
-        """Raw numbers (fractions, not percentages) and their deltas; empty cells where missing."""
+        """Raw numbers (fractions, not percentages), one row per setting and metric."""
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        keys = [c.key for c in self.columns]
-        writer.writerow(["setting", "defense", "alpha", "status", *keys, *(f"{k}_delta" for k in keys)])
-        for row in self.rows:
-            values = ["" if row.values[k] is None else repr(row.values[k]) for k in keys]
-            deltas = ["" if row.deltas[k] is None else repr(row.deltas[k]) for k in keys]
-            writer.writerow([row.setting, row.defense, row.alpha, row.status, *values, *deltas])
+        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.stats.rows:
+            common = {
+                "setting": row.info.name, "defense": row.info.defense, "alpha": row.info.alpha, "status": row.status(),
+                "fedls_version": row.provenance("fedls_version"), "git_commit": row.provenance("git_commit"),
+            }
+            for stats in row.metrics.values():
+                writer.writerow({**common, **_metric_fields(stats)})
+            if row.counts is not None:
+                writer.writerow({**common, **_pooled_fields(row.counts, row.count_test)})
         return buffer.getvalue()
 
-    def write(self, out: Path) -> tuple[Path, Path]:
+    def write(self, out: Path, stamp: str = "") -> tuple[Path, Path]:
         csv_path, md_path = out / "results.csv", out / "results.md"
         csv_path.write_text(self.to_csv())
-        md_path.write_text(self.to_markdown())
+        md_path.write_text(self.to_markdown(stamp))
         return csv_path, md_path
 
 
-def build_table(entries: Sequence[tuple[str, str, float, str, dict[str, float]]], baseline: str) -> ResultTable:
-    """``entries``: (setting, defense, α, status, latest metrics) per setting, in display order."""
-    base_metrics = next((m for name, _, _, _, m in entries if name == baseline), {})
-    rows = []
-    for name, defense, alpha, status, metrics in entries:
-        values: dict[str, float | None] = {}
-        deltas: dict[str, float | None] = {}
-        for column in COLUMNS:
-            value, source = pick(metrics, column)
-            base_value = base_metrics.get(source) if source else None  # same source key, or no delta
-            values[column.key] = value
-            deltas[column.key] = value - base_value if value is not None and base_value is not None else None
-        rows.append(Row(name, defense, alpha, status, values, deltas))
-    return ResultTable(baseline, rows)
+def _p(p: float | None) -> str:
+    if p is None:
+        return MISSING
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
 
 
-def row_values(table: ResultTable) -> list[dict[str, Any]]:
-    """Plain dicts for the plot and the HParams export."""
-    return [{"setting": r.setting, "defense": r.defense, "alpha": r.alpha, **r.values} for r in table.rows]
+def _pct(interval: tuple[float, float]) -> str:
+    return f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def _metric_fields(stats: MetricStats) -> dict[str, object]:
+    column, summary, test = stats.column, stats.summary, stats.test
+    fields: dict[str, object] = {
+        "metric": column.key, "measure": "" if stats.measure is None else column.sources[stats.measure][0],
+        "n": len(stats.values), "seeds": ";".join(map(str, stats.seeds)), "values": ";".join(repr(v) for v in stats.values),
+    }
+    if summary is not None:
+        fields.update(mean=_num(summary.mean), sd=_num(summary.sd), ci_low=_num(summary.ci_low), ci_high=_num(summary.ci_high))
+    if test is not None:
+        fields.update(
+            delta=_num(test.mean_diff), delta_ci_low=_num(test.ci_low), delta_ci_high=_num(test.ci_high), n_pairs=test.n,
+            test="paired t", p=_num(test.p_t), p_wilcoxon=_num(test.p_wilcoxon),
+            significant="" if test.p_t is None else str(test.significant).lower(),
+        )
+    return fields
+
+
+def _pooled_fields(counts: tuple[int, int], test: CountTest | None) -> dict[str, object]:
+    """Acc@1 as attack images pooled over seeds: the proportion with its Wilson interval (of this
+    setting's own seeds), and the z-test over the seeds shared with the baseline."""
+    k, n = counts
+    low, high = wilson_interval(k, n)
+    fields: dict[str, object] = {
+        "metric": POOLED_KEY, "measure": f"{k}/{n} attack images", "n": n, "mean": _num(k / n),
+        "ci_low": _num(low), "ci_high": _num(high),
+    }
+    if test is not None:
+        fields.update(
+            delta=_num(test.diff), n_pairs=f"{test.k1}/{test.n1} vs {test.k2}/{test.n2}", test="two-proportion z",
+            p=_num(test.p), significant=str(test.significant).lower(),
+        )
+    return fields
