@@ -18,3 +18,12 @@ def test_ruff_finds_nothing() -> None:
         pytest.skip("ruff is not installed (pip install -e .[test])")
     result = subprocess.run([ruff, "check", "fedls", "strategies", "tests", "scripts"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_finds_nothing() -> None:
+    """The type checker runs over fedls and strategies with the settings in pyproject.toml."""
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    if mypy is None:
+        pytest.skip("mypy is not installed (pip install -e .[test])")
+    result = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
