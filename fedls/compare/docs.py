@@ -11,7 +11,9 @@ below the results folder, ``<kind>`` one of
 
 * ``table`` — mean ± sd over seeds with the paired change against the baseline,
 * ``tests`` — every change with its 95 % interval, p-values and verdict,
-* ``plot`` — the utility–privacy plot, written to ``<image dir>/<comparison>.png`` and linked.
+* ``plot`` — the utility–privacy plot, written to ``<image dir>/<comparison>.png`` and linked,
+* ``report`` — for a single run directory (e.g. the README's main job) instead of a comparison:
+  ``fedls report``'s utility and leakage table against the baselines.
 
 Every block ends with a stamp: the fedls version and commit that made the runs, the seeds, the
 command that made them and the command that regenerated the block. Regenerating from the same
@@ -32,9 +34,11 @@ from fedls.compare.results import ComparisonStats, load_results
 from fedls.compare.runner import stamp
 from fedls.compare.table import ResultTable
 from fedls.errors import ConfigError
+from fedls.run_dir import RunDirectory
+from fedls.studies.reports import report_markdown, report_run
 
 log = logging.getLogger(__name__)
-KINDS = ("table", "tests", "plot")
+KINDS = ("table", "tests", "plot", "report")
 _NAME = r"[A-Za-z0-9._+-]+/[a-z]+"
 BLOCK = re.compile(rf"<!-- generated:(?P<name>{_NAME}) -->\n(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
 OPENING = re.compile(rf"<!-- generated:({_NAME}) -->")
@@ -75,7 +79,20 @@ class Generator:
         self._stats: dict[str, ComparisonStats] = {}
 
     def available(self, comparison: str) -> bool:
-        return (self.results / comparison / "comparison.json").is_file()
+        folder = self.results / comparison
+        return (folder / "comparison.json").is_file() or (folder / "summary.json").is_file()
+
+    def run_report(self, name: str) -> str:
+        """A single run's report, stamped with the code that made it and how it was run."""
+        run = self.results / name
+        report = report_run(run)
+        summary = RunDirectory.open(run).summary() or {}
+        stamp = (f"<sub>fedls {summary.get('fedls_version', '?')} at commit {summary.get('git_commit', '?')}, "
+                 f"{summary.get('seconds', '?')} s, status {summary.get('status', '?')}. "
+                 f"Regenerate: `{self.command}` (from `{name}/`).</sub>")
+        # the report's headings sit below the document's own section: two levels down
+        body = "\n".join(f"##{line}" if line.startswith("#") else line for line in report_markdown(report).splitlines())
+        return f"{body}\n\n{stamp}\n"
 
     def stats(self, comparison: str) -> ComparisonStats:
         if comparison not in self._stats:
@@ -87,6 +104,8 @@ class Generator:
 
     def render(self, name: str, document: Path) -> str:
         comparison, kind = _split(name, document)
+        if kind == "report":
+            return self.run_report(comparison)
         stats = self.stats(comparison)
         table = ResultTable(stats)
         if kind == "table":
