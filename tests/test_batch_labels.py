@@ -151,11 +151,11 @@ def test_momentum_weights() -> None:
     np.testing.assert_allclose(momentum_weights(4, 0.0), np.ones(4))
 
 
-def _client_update(digits, rng: np.random.Generator, n: int, recipe: ClientRecipe, seed: int):  # noqa: ANN001, ANN202
+def _client_update(digits, rng: np.random.Generator, n: int, recipe: ClientRecipe, seed: int, trained_steps: int = 0):  # noqa: ANN001, ANN202
     images, labels = digits
     idx = torch.as_tensor(rng.choice(len(images), n, replace=False))
     torch.manual_seed(0)
-    model = build_model("cnn", (1, 8, 8), C)
+    model = _model("cnn", trained_steps, digits) if trained_steps else build_model("cnn", (1, 8, 8), C)
     start = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     ctx = TrainingContext(
         server_round=1, client_id=0, num_samples=n, batch_size=recipe.batch_size, local_epochs=recipe.local_epochs,
@@ -200,6 +200,51 @@ def test_fedavg_several_steps_counts_close_and_honestly_flagged(digits) -> None:
             assert np.array_equal(result.counts, truth)
         errors.append(np.abs(result.counts - truth).mean())
     assert np.mean(errors) < 0.6, errors
+
+
+@pytest.mark.parametrize("trained_steps", [0, 100])
+def test_default_recipe_counts_beat_the_uniform_guess(trained_steps: int, digits) -> None:  # noqa: ANN001
+    """fedls' default client recipe (batch 16, 2 epochs, momentum, clipping 1.0): ≈ 12 clipped
+    momentum steps over reshuffled batches. The counts must beat N/C on average and never claim
+    exactness (before the direction estimator: MAE 10–20 per class on trained models)."""
+    rng = np.random.default_rng(21 + trained_steps)
+    recipe = ClientRecipe(lr=0.05, batch_size=16, local_epochs=2, max_grad_norm=1.0, alpha=0.0)
+    errors, uniform = [], []
+    for seed in range(6):
+        n = int(rng.integers(72, 109))
+        start, after, steps, truth = _client_update(digits, rng, n, recipe, seed=seed, trained_steps=trained_steps)
+        assert steps > 1
+        result = recover_update_labels(start, after, recipe, num_examples=n, local_steps=steps, head_names=("head.weight", "head.bias"))
+        assert result.counts.sum() == n and result.counts.min() >= 0 and result.counts.dtype.kind == "i"
+        assert not result.success, "several clipped steps cannot certify exact counts"
+        assert "direction_agreement" in result.diagnostics
+        errors.append(np.abs(result.counts - truth).mean())
+        uniform.append(np.abs(truth - n / C).mean())
+    assert np.mean(errors) < 0.8 * np.mean(uniform), (errors, uniform)
+
+
+def test_direction_counts_follow_the_update_not_a_prior(digits) -> None:  # noqa: ANN001
+    """Permuting the classes of a multi-step clipped update permutes the recovered counts."""
+    rng = np.random.default_rng(4)
+    recipe = ClientRecipe(lr=0.05, batch_size=16, local_epochs=2, max_grad_norm=1.0, alpha=0.1)
+    start, after, steps, truth = _client_update(digits, rng, 96, recipe, seed=1)
+    names = ("head.weight", "head.bias")
+    base = recover_update_labels(start, after, recipe, num_examples=96, local_steps=steps, head_names=names)
+    perm = np.random.default_rng(0).permutation(C)
+    permute = {k: (v[perm] if k in names else v) for k, v in start.items()}
+    permuted_after = {k: (v[perm] if k in names else v) for k, v in after.items()}
+    swapped = recover_update_labels(permute, permuted_after, recipe, num_examples=96, local_steps=steps, head_names=names)
+    np.testing.assert_array_equal(swapped.counts, base.counts[perm])
+    assert np.corrcoef(base.counts, truth)[0, 1] > 0.5
+
+
+def test_project_counts_onto_the_simplex() -> None:
+    from fedls.attacks.gradient.batch_labels import project_counts
+
+    np.testing.assert_array_equal(project_counts(np.array([-3.0, 10.0, 5.0, 8.0]), 20), [0, 9, 4, 7])
+    np.testing.assert_array_equal(project_counts(np.array([5.2, 4.9, 4.9, 5.0]), 20), [5, 5, 5, 5])
+    out = project_counts(np.array([100.0, -50.0, 0.3]), 7)
+    assert out.sum() == 7 and out.min() >= 0 and out[0] == 7
 
 
 def test_fedavg_adam_and_degenerate_updates_fail_cleanly() -> None:

@@ -133,6 +133,21 @@ def _round_to_sum(values: np.ndarray, total: int) -> np.ndarray:
     return np.maximum(rounded, 0)
 
 
+def project_counts(continuous: np.ndarray, total: int) -> np.ndarray:
+    """Integer counts closest to ``continuous`` on ``{k ≥ 0, Σk = total}``.
+
+    Euclidean projection onto the scaled simplex (sort-based, Duchi et al. 2008), then
+    largest-remainder rounding that keeps the sum.
+    """
+    v = np.asarray(continuous, dtype=np.float64)
+    ordered = np.sort(v)[::-1]
+    cumulative = np.cumsum(ordered) - total
+    index = np.arange(1, v.size + 1)
+    rho = int(np.nonzero(ordered - cumulative / index > 0)[0][-1])
+    projected = np.maximum(v - cumulative[rho] / (rho + 1), 0.0)
+    return _round_to_sum(projected[None], total)[0].astype(np.int64)
+
+
 def _lattice(basis: np.ndarray, ranges: np.ndarray, batch_size: int, offset: np.ndarray | None = None) -> list[_Candidate]:
     """Integer count vectors ``k ≈ B/C + offset + Σ_p c_p basis_p`` with ``c_p`` in ``ranges[p]``.
 
