@@ -1,12 +1,34 @@
-"""Benchmark: a federated round in fedls vs. the same local training in a plain PyTorch loop.
+"""Benchmark: fedls' federated rounds vs. a plain PyTorch loop with the same parallelism.
 
-Both sides train the same clients (same shards, model, epochs, batch size, seeds) on the
-bundled digits; the plain loop runs them one after another in this process, fedls runs them
-through Flower's simulation runtime (Ray actors, one CPU each). Reported per client count:
-mean round wall time of each side, their ratio, fedls' fixed start-up/shutdown cost, and
-peak resident memory (fedls: driver + Ray workers; plain: this process).
+Both sides train the same clients on the same data with the same recipe and seeds:
 
-    .venv/bin/python scripts/bench_round.py --clients 10 100 --rounds 3 --local-epochs 20
+* **fedls** runs one simulation through Flower's simulation runtime (Ray actors, one CPU per
+  client, so as many clients train at once as the machine has cores);
+* **plain** runs a ``ProcessPoolExecutor`` with *the same number of worker processes*; each
+  worker loads the data and the partition through ``fedls.assembly`` once, then trains its share
+  of the clients every round with fedls' own ``train_local`` (same seeds, fresh model per client,
+  one torch thread, as a fedls client does). The driver averages the returned models with
+  Flower's FedAvg weighting, in client order.
+
+So the ratio measures what the federation runtime costs on top of the same work done with the
+same parallelism, not the parallelism itself. Each side runs in a fresh child process; this
+process samples the memory of the child's whole process tree (Ray's daemons and workers
+included): the summed RSS (``*_peak_rss_mib``; shared library pages count once per process)
+and the summed PSS (``*_peak_pss_mib``; shared pages split among the processes that map them).
+
+Per client count one JSON row, among others:
+
+* ``ratio_same_parallelism``: mean steady round of fedls / of plain (rounds 2..R; client
+  training, transport and aggregation; the server's per-round evaluation is not in it);
+* ``startup_overhead_s``: wall time of the whole fedls run (``simulate``: validation, Ray start,
+  all rounds with their evaluations, shutdown) minus R steady rounds with their evaluations;
+* ``fedls_first_round_s``, ``fedls_peak_rss_mib``, ``fedls_peak_pss_mib``;
+* ``attack_gradient_s`` / ``attack_model_s``: mean seconds per round of each attack the server
+  ran (``time/attack_*`` in metrics.jsonl; ``null`` when off). With attacks on, the fedls round
+  used for the ratio excludes the gradient attack's time, since the plain loop has no attacks.
+
+    .venv/bin/python scripts/bench_round.py --clients 10 100 --rounds 3 --local-epochs 20 --out bench.json
+    .venv/bin/python scripts/bench_round.py --dataset fashion-mnist --clients 10 100 1000 --rounds 2 --local-epochs 1
 """
 
 from __future__ import annotations
@@ -14,67 +36,102 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-import torch
-from torch.utils.data import Subset
+import numpy as np
 
-from fedls.assembly import build_global_model, data_options
-from fedls.config import RunConfig
-from fedls.data import load_dataset, partition
-from fedls.defenses import Defense, TrainingContext
-from fedls.federation.resources import available_cpus
-from fedls.federation.simulation import simulate
-from fedls.training.local import train_local
-from fedls.training.seeding import derive_seed, seed_everything
+SIDES = ("fedls", "plain")
 
 
-def _descendants(pid: int) -> list[int]:
-    """This process's descendants, from Linux's /proc (Ray workers are forked from its raylet)."""
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found.extend(children)
-            queue.extend(children)
+# ---------------------------------------------------------------------------------------------
+# Memory of a process tree
+# ---------------------------------------------------------------------------------------------
+def _children_proc(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
     return found
 
 
-def _rss_bytes(pid: int) -> int:
+def _tree(pid: int) -> list[int]:
+    found, queue = [pid], [pid]
+    while queue:
+        children = _children_proc(queue.pop())
+        found.extend(children)
+        queue.extend(children)
+    return found
+
+
+def _proc_kib(path: str, key: str) -> int:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         pass
     return 0
 
 
-class PeakMemory:
-    """Samples the summed RSS of this process and all its descendants (Ray workers); Linux only."""
+def tree_memory_mib(pid: int) -> tuple[float, float]:
+    """Summed RSS and summed PSS (MiB) of ``pid`` and all its descendants.
 
-    def __init__(self) -> None:
-        self.peak = 0
+    psutil when it is installed, else Linux's /proc (``status`` and ``smaps_rollup``)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    rss = pss = 0
+    if psutil is not None:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0, 0.0
+        for proc in procs:
+            try:
+                info = proc.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+        return rss / 2**20, pss / 2**20
+    for member in _tree(pid):
+        rss += _proc_kib(f"/proc/{member}/status", "VmRSS:")
+        pss += _proc_kib(f"/proc/{member}/smaps_rollup", "Pss:")
+    return rss / 1024, pss / 1024
+
+
+class TreeMemorySampler:
+    """Samples a process tree's memory in a thread until stopped; keeps the peaks."""
+
+    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak_rss_mib = 0.0
+        self.peak_pss_mib = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        me = os.getpid()
         while not self._stop.is_set():
-            total = sum(_rss_bytes(pid) for pid in [me, *_descendants(me)])
-            self.peak = max(self.peak, total)
-            time.sleep(0.2)
+            rss, pss = tree_memory_mib(self.pid)
+            self.peak_rss_mib = max(self.peak_rss_mib, rss)
+            self.peak_pss_mib = max(self.peak_pss_mib, pss)
+            self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> TreeMemorySampler:
         self._thread.start()
         return self
 
@@ -83,66 +140,251 @@ class PeakMemory:
         self._thread.join()
 
 
-def plain_rounds(config: RunConfig) -> list[float]:
-    """The same local training, client after client, in one process with all cores as torch threads."""
-    splits = load_dataset(config.dataset, data_options(config))
-    shards = partition(splits.train_targets, config.clients, config.partition, config.seed, config.dirichlet_beta)
-    torch.set_num_threads(available_cpus())
-    model = build_global_model(config, splits)
-    global_state = {k: v.clone() for k, v in model.state_dict().items()}
-    times = []
-    for server_round in range(1, config.rounds + 1):
-        started = time.perf_counter()
-        states = []
-        for cid, shard in enumerate(shards):
-            model.load_state_dict(global_state)
-            generator = seed_everything(derive_seed(config.seed, server_round, cid))
-            ctx = TrainingContext(server_round, cid, len(shard), config.batch_size, config.local_epochs, config.lr, torch.device("cpu"))
-            train_local(model, Subset(splits.train, shard.tolist()), config.alpha, ctx, Defense(), generator, config.optimizer)
-            states.append((len(shard), {k: v.clone() for k, v in model.state_dict().items()}))
-        total = sum(n for n, _ in states)
-        global_state = {k: sum(s[k] * (n / total) for n, s in states) for k in global_state}
-        times.append(time.perf_counter() - started)
-    return times
+# ---------------------------------------------------------------------------------------------
+# The plain loop: same parallelism, same training code, same averaging
+# ---------------------------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _plain_worker_init(config_toml: str) -> None:
+    """Once per worker process: one torch thread (a fedls client gets one CPU), data, partition."""
+    import tomllib
+
+    import torch
+
+    from fedls.assembly import client_partition, load_splits
+    from fedls.config import RunConfig
+
+    torch.set_num_threads(1)
+    config = RunConfig.from_dict(tomllib.loads(config_toml), "bench config")
+    splits = load_splits(config)
+    _WORKER.update(config=config, splits=splits, shards=client_partition(config, splits))
+
+
+def _plain_train(server_round: int, global_state: dict[str, np.ndarray], client_ids: list[int]) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """One worker's share of a round, exactly as fedls' client trains (fresh model per client)."""
+    import torch
+    from torch.utils.data import Subset
+
+    from fedls.assembly import build_global_model
+    from fedls.defenses import TrainingContext, build_defense
+    from fedls.training.local import train_local
+    from fedls.training.seeding import derive_seed, seed_everything
+
+    config, splits, shards = _WORKER["config"], _WORKER["splits"], _WORKER["shards"]
+    recipe = config.recipe(config.schedule().alpha_at(server_round))
+    state = {k: torch.from_numpy(v) for k, v in global_state.items()}
+    out = []
+    for cid in client_ids:
+        generator = seed_everything(derive_seed(config.seed, server_round, cid))
+        model = build_global_model(config, splits)
+        model.load_state_dict(state)
+        defense = build_defense(recipe.defense, config.defense_options)
+        ctx = TrainingContext(
+            server_round=server_round, client_id=cid, num_samples=len(shards[cid]), batch_size=recipe.batch_size,
+            local_epochs=recipe.local_epochs, lr=recipe.lr, device=torch.device("cpu"), total_rounds=config.rounds,
+        )
+        result = train_local(model, Subset(splits.train, shards[cid].tolist()), recipe.alpha, ctx, defense, generator,
+                             recipe.optimizer, recipe.weight_decay, recipe.max_grad_norm)
+        trained = defense.unwrap_model(model).state_dict()
+        out.append((result.num_samples, {k: v.detach().numpy().copy() for k, v in trained.items()}))
+    return out
+
+
+def _chunks(n: int, parts: int) -> list[list[int]]:
+    """Contiguous, balanced shares of the client ids (client order is kept for averaging)."""
+    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(parts) if bounds[i] < bounds[i + 1]]
+
+
+def _fedavg_in_order(results: Iterator[list[tuple[int, dict[str, np.ndarray]]]], total: int) -> dict[str, np.ndarray]:
+    """Flower's FedAvg weighting (num-examples / total, float32 in-place sums), client order."""
+    aggregated: dict[str, np.ndarray] = {}
+    for share in results:
+        for num_samples, state in share:
+            weight = num_samples / total
+            for key, value in state.items():
+                if key not in aggregated:
+                    aggregated[key] = value * weight
+                else:
+                    aggregated[key] += value * weight
+    return aggregated
+
+
+def run_plain(config_toml: str, workers: int) -> dict[str, Any]:
+    import multiprocessing
+    import tomllib
+
+    from fedls.assembly import build_global_model, client_partition, load_splits
+    from fedls.config import RunConfig
+    from fedls.training.seeding import derive_seed, seed_everything
+
+    started = time.perf_counter()
+    config = RunConfig.from_dict(tomllib.loads(config_toml), "bench config")
+    splits = load_splits(config)
+    shards = client_partition(config, splits)
+    total = int(sum(len(s) for s in shards))
+    seed_everything(derive_seed(config.seed, 0, 10**6))  # the server's initial model, as fedls draws it
+    global_state = {k: v.detach().numpy().copy() for k, v in build_global_model(config, splits).state_dict().items()}
+    shares = _chunks(config.clients, workers)
+    rounds: list[float] = []
+    # spawn: fresh interpreters like Ray's workers (fork after torch has started threads is unsafe)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_plain_worker_init, initargs=(config_toml,)) as pool:
+        for server_round in range(1, config.rounds + 1):
+            round_started = time.perf_counter()
+            futures = [pool.submit(_plain_train, server_round, global_state, share) for share in shares]
+            global_state = _fedavg_in_order((f.result() for f in futures), total)
+            rounds.append(time.perf_counter() - round_started)
+    return {"total_s": time.perf_counter() - started, "rounds_s": rounds, "final_state": global_state}
+
+
+# ---------------------------------------------------------------------------------------------
+# The fedls side
+# ---------------------------------------------------------------------------------------------
+def _mean_or_none(values: list[float]) -> float | None:
+    return round(statistics.mean(values), 4) if values else None
+
+
+def run_fedls(config_toml: str) -> dict[str, Any]:
+    import tomllib
+
+    import torch
+
+    from fedls.config import RunConfig
+    from fedls.federation.simulation import simulate
+
+    config = RunConfig.from_dict(tomllib.loads(config_toml), "bench config")
+    started = time.perf_counter()
+    result = simulate(config)
+    total = time.perf_counter() - started
+    records = result.run.metrics()
+    state = torch.load(result.run.path / "model.pt", weights_only=True)
+
+    def series(key: str) -> list[float]:
+        return [float(r[key]) for r in records if key in r]
+
+    return {
+        "total_s": total,
+        "rounds_s": series("time/round_seconds"),
+        "evals_s": [float(r.get("time/server_eval_seconds", 0.0)) for r in records],  # index 0: the initial model
+        "attack_gradient_s": series("time/attack_gradient_s"),
+        "attack_model_s": series("time/attack_model_s"),
+        "parallel_clients": result.summary["parallel_clients"],
+        "final_accuracy": result.summary["final"].get("global/accuracy"),
+        "final_state": {k: v.numpy() for k, v in state.items()},
+    }
+
+
+def _child(side: str, config_toml: str, workers: int, out: Path) -> None:
+    """Run one side in this (fresh) process and store its timings and final model in ``out``."""
+    result = run_fedls(config_toml) if side == "fedls" else run_plain(config_toml, workers)
+    np.savez(out.with_suffix(".npz"), **result.pop("final_state"))
+    out.write_text(json.dumps(result))
+
+
+def _run_side(side: str, config_toml: str, workers: int, tmp: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], TreeMemorySampler]:
+    out = tmp / f"{side}.json"
+    cmd = [sys.executable, __file__, "--child", side, "--child-config", str(tmp / "config.toml"),
+           "--child-workers", str(workers), "--child-out", str(out)]
+    (tmp / "config.toml").write_text(config_toml)
+    proc = subprocess.Popen(cmd)
+    with TreeMemorySampler(proc.pid) as memory:
+        code = proc.wait()
+    if code != 0:
+        raise SystemExit(f"the {side} side failed with exit code {code}")
+    with np.load(out.with_suffix(".npz")) as arrays:
+        state = {k: arrays[k] for k in arrays.files}
+    return json.loads(out.read_text()), state, memory
+
+
+def measure(clients: int, args: argparse.Namespace) -> dict[str, Any]:
+    from fedls.config import RunConfig
+    from fedls.federation.resources import resolve_resources
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="fedls-bench-") as name:
+        tmp = Path(name)
+        config = RunConfig(
+            dataset=args.dataset, clients=clients, rounds=args.rounds, local_epochs=args.local_epochs,
+            batch_size=args.batch_size, alpha=args.alpha, attacks=args.attacks, device="cpu",
+            run_dir=str(tmp / "runs"), name="bench", seed=args.seed,
+        )
+        config.validate()
+        workers = resolve_resources("cpu", clients, None, None).parallel_clients  # Ray's actor count
+        config_toml = config.to_toml()
+        fed, fed_state, fed_mem = _run_side("fedls", config_toml, workers, tmp)
+        plain, plain_state, plain_mem = _run_side("plain", config_toml, workers, tmp)
+    load_after = os.getloadavg()
+
+    rounds = fed["rounds_s"]
+    grad = fed["attack_gradient_s"]
+    # The gradient attack runs inside the round (before aggregation); the plain loop has none.
+    training = [r - g for r, g in zip(rounds, grad, strict=True)] if len(grad) == len(rounds) else rounds
+    steady = training[1:] or training
+    evals = fed["evals_s"][1:]  # per-round evaluations (index 0 is the initial model's)
+    steady_round_with_eval = statistics.mean(r + e for r, e in zip(rounds[1:] or rounds, (evals[1:] or evals), strict=True))
+    plain_steady = plain["rounds_s"][1:] or plain["rounds_s"]
+    fed_round, plain_round = statistics.mean(steady), statistics.mean(plain_steady)
+    diff = max(float(np.max(np.abs(fed_state[k] - plain_state[k]))) for k in plain_state)
+    return {
+        "clients": clients, "dataset": args.dataset, "rounds": args.rounds, "local_epochs": args.local_epochs,
+        "batch_size": args.batch_size, "attacks": args.attacks, "workers": workers,
+        "fedls_round_s": round(fed_round, 4),
+        "plain_round_s": round(plain_round, 4),
+        "ratio_same_parallelism": round(fed_round / plain_round, 3),
+        "startup_overhead_s": round(fed["total_s"] - args.rounds * steady_round_with_eval, 2),
+        "fedls_total_s": round(fed["total_s"], 2),
+        "fedls_first_round_s": round(rounds[0], 3),
+        "fedls_rounds_s": [round(r, 3) for r in rounds],
+        "fedls_initial_eval_s": round(fed["evals_s"][0], 3),
+        "plain_total_s": round(plain["total_s"], 2),
+        "plain_startup_overhead_s": round(plain["total_s"] - args.rounds * plain_round, 2),
+        "plain_rounds_s": [round(r, 3) for r in plain["rounds_s"]],
+        "fedls_peak_rss_mib": round(fed_mem.peak_rss_mib),
+        "fedls_peak_pss_mib": round(fed_mem.peak_pss_mib),
+        "plain_peak_rss_mib": round(plain_mem.peak_rss_mib),
+        "plain_peak_pss_mib": round(plain_mem.peak_pss_mib),
+        "attack_gradient_s": _mean_or_none(grad),
+        "attack_model_s": _mean_or_none(fed["attack_model_s"]),
+        "attack_gradient_rounds_s": [round(v, 3) for v in grad],
+        "attack_model_rounds_s": [round(v, 3) for v in fed["attack_model_s"]],
+        "final_model_max_abs_diff": diff,  # fedls vs plain: the same training, so ~0
+        "fedls_final_accuracy": fed["final_accuracy"],
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in load_after],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--dataset", default="digits", help="digits holds 721 training samples: use fashion-mnist for 1,000 clients")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--local-epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--alpha", type=float, default=-0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attacks", default="none", choices=["none", "gradient", "model", "all"],
+                        help="attacks the fedls server runs; their time per round is reported")
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as a JSON list here")
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--child-config", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results = []
+    if args.child:
+        _child(args.child, args.child_config.read_text(), args.child_workers, args.child_out)
+        return
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (the first round is not a steady round)")
+    rows = []
     for clients in args.clients:
-        with tempfile.TemporaryDirectory() as tmp:
-            config = RunConfig(clients=clients, rounds=args.rounds, local_epochs=args.local_epochs,
-                               batch_size=args.batch_size, run_dir=tmp, name="bench", alpha=-0.05)
-            before = time.perf_counter()
-            with PeakMemory() as fed_memory:
-                result = simulate(config)
-            fed_total = time.perf_counter() - before
-            records = result.run.metrics()
-            fed_rounds = [r["time/round_seconds"] for r in records if "time/round_seconds" in r]
-            evals = sum(r.get("time/server_eval_seconds", 0.0) for r in records)
-            startup = fed_total - sum(fed_rounds) - evals
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        plain = plain_rounds(config)
-        fed_round, plain_round = statistics.mean(fed_rounds[1:] or fed_rounds), statistics.mean(plain[1:] or plain)
-        row = {
-            "clients": clients, "local_epochs": args.local_epochs, "batch_size": args.batch_size,
-            "fedls_round_s": round(fed_round, 3), "plain_round_s": round(plain_round, 3),
-            "ratio": round(fed_round / plain_round, 3),
-            "fedls_first_round_s": round(fed_rounds[0], 3),
-            "fedls_fixed_cost_s": round(startup, 2),
-            "fedls_peak_rss_mib": round(fed_memory.peak / 2**20),
-            "plain_peak_rss_mib": round(max(rss_before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024),
-        }
-        results.append(row)
-        print(json.dumps(row))  # noqa: T201 - a script's output
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2))
+        row = measure(clients, args)
+        rows.append(row)
+        print(json.dumps(row), flush=True)  # noqa: T201 - a script's output
+        if args.out:  # after every row: a long run that dies keeps what it measured
+            args.out.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

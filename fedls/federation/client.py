@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import tomllib
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +19,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from fedls import protocol
 from fedls.assembly import build_global_model, client_partition, load_splits
 from fedls.config import RunConfig
-from fedls.data import DatasetSplits
+from fedls.data import ArrayDataset, DatasetSplits
 from fedls.defenses import TrainingContext, build_defense
 from fedls.models import Classifier
 from fedls.threat_model import GroundTruth, ProbeRequest
@@ -29,10 +32,78 @@ STATE_KEY = "fedls-client-state"
 PROBE_STREAM = 7_919  # a separate random stream: a probe never shifts the training draws
 
 
+# Set by the simulation driver for its Ray workers: a folder with the training split and the
+# partition the driver has already computed (see :func:`share_client_data`).
+SHARED_DATA_ENV = "FEDLS_CLIENT_DATA"
+_MANIFEST = "manifest.json"
+
+
+def _config_digest(config_toml: str) -> str:
+    return hashlib.sha256(config_toml.encode()).hexdigest()
+
+
+def share_client_data(folder: Path, config: RunConfig, splits: DatasetSplits) -> bool:
+    """Write the training split and the partition to ``folder`` for the clients to memory-map.
+
+    Without it every Ray worker loads and partitions the whole dataset itself (test and public
+    splits included: sklearn's import and the digits CSV, or Fashion-MNIST's idx files), which
+    costs seconds of the first round and memory in every worker. Only in-memory datasets
+    (:class:`ArrayDataset`) are shared; for others clients load as before. Returns whether
+    anything was written.
+    """
+    if not isinstance(splits.train, ArrayDataset):
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = client_partition(config, splits)
+    np.save(folder / "images.npy", splits.train.images.numpy())
+    np.save(folder / "labels.npy", splits.train.labels.numpy())
+    np.save(folder / "shard_indices.npy", np.concatenate(shards).astype(np.int64))
+    np.save(folder / "shard_bounds.npy", np.cumsum([0, *(len(s) for s in shards)]).astype(np.int64))
+    manifest = {
+        "config_sha256": _config_digest(config.to_toml()), "name": splits.name, "num_classes": splits.num_classes,
+        "image_shape": list(splits.image_shape), "public_kind": splits.public_kind, "class_names": list(splits.class_names),
+    }
+    # The manifest last: a client that finds it finds complete arrays.
+    (folder / _MANIFEST).write_text(json.dumps(manifest))
+    return True
+
+
+def _shared_shards(config_toml: str) -> tuple[DatasetSplits, list[np.ndarray]] | None:
+    """The driver's shared training split and partition for exactly this config, if any."""
+    folder = os.environ.get(SHARED_DATA_ENV)
+    if not folder or not (Path(folder) / _MANIFEST).is_file():
+        return None
+    root = Path(folder)
+    manifest = json.loads((root / _MANIFEST).read_text())
+    if manifest["config_sha256"] != _config_digest(config_toml):
+        log.warning("the shared client data in %s belongs to another run config; this worker loads the dataset itself", folder)
+        return None
+    # mmap_mode="c": the pages come from the page cache, shared by all workers; copy-on-write
+    # keeps the array writable (torch.from_numpy wants that) without ever changing the file.
+    images = torch.from_numpy(np.load(root / "images.npy", mmap_mode="c"))
+    labels = torch.from_numpy(np.load(root / "labels.npy"))
+    empty = ArrayDataset(images[:0], labels[:0])  # clients only train; test and public data stay with the server
+    splits = DatasetSplits(
+        name=manifest["name"], num_classes=int(manifest["num_classes"]), image_shape=tuple(manifest["image_shape"]),
+        train=ArrayDataset(images, labels), test=empty, public=empty, public_kind=manifest["public_kind"],
+        class_names=list(manifest["class_names"]),
+    )
+    indices, bounds = np.load(root / "shard_indices.npy"), np.load(root / "shard_bounds.npy")
+    return splits, [indices[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
+
+
 @lru_cache(maxsize=4)
 def client_shards(config_toml: str) -> tuple[RunConfig, DatasetSplits, list[np.ndarray]]:
-    """Config, dataset and partition, computed once per process (Ray actors serve many clients)."""
+    """Config, dataset and partition, computed once per process (Ray actors serve many clients).
+
+    Under ``fedls simulate`` the training split and the partition come memory-mapped from the
+    driver (:func:`share_client_data`); elsewhere (``flwr run``, a Ray cluster on other
+    machines) each process loads and partitions the dataset itself, with the same result.
+    """
     config = RunConfig.from_dict(tomllib.loads(config_toml), "run config on the wire")
+    shared = _shared_shards(config_toml)
+    if shared is not None:
+        return config, *shared
     splits = load_splits(config)
     return config, splits, client_partition(config, splits)
 

@@ -6,17 +6,19 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fedls.config import RunConfig
 from fedls.errors import FedlsError
-from fedls.federation.client import make_client_app
+from fedls.federation.client import SHARED_DATA_ENV, make_client_app, share_client_data
 from fedls.federation.resources import Resources, resolve_resources
 from fedls.federation.server import CuriousServer, ObserverFactory, RoundCallback, RunInterrupted, make_server_app
 from fedls.run_dir import RunDirectory
@@ -140,17 +142,20 @@ def simulate(
     server = CuriousServer(config, run, resources, observer_factory, on_round)
     quiet_flower(verbose)
     ray_tmp = tempfile.mkdtemp(prefix="fedls-ray-")  # short path: Ray's socket paths are length-limited
-    previous_tmp = os.environ.get("RAY_TMPDIR")
+    previous_env = {key: os.environ.get(key) for key in ("RAY_TMPDIR", SHARED_DATA_ENV, "PYTHONPATH")}
     os.environ["RAY_TMPDIR"] = ray_tmp
     started = time.perf_counter()
     status = "failed"
     try:
+        _share_data_with_workers(config, resources, Path(ray_tmp) / "client-data")
+        backend_config = resources.backend_config()
+        _start_local_ray(resources, backend_config)
         with stop_on_interrupt(server.stop_requested):
             run_simulation(
                 server_app=make_server_app(server),
                 client_app=make_client_app(),
                 num_supernodes=config.clients,
-                backend_config=resources.backend_config(),  # type: ignore[arg-type]
+                backend_config=backend_config,  # type: ignore[arg-type]
                 verbose_logging=verbose,
             )
         if server.outcome.final_state is None:
@@ -172,12 +177,50 @@ def simulate(
         summary = summarise(config, server, status, time.perf_counter() - started, resources)
         run.write_summary(summary)
         _shutdown_ray()
-        if previous_tmp is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = previous_tmp
+        for key, value in previous_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         shutil.rmtree(ray_tmp, ignore_errors=True)
     return SimulationResult(run, summary)
+
+
+def _share_data_with_workers(config: RunConfig, resources: Resources, folder: Path) -> None:
+    """Hand the local Ray workers the training split and partition this process already holds
+    (memory-mapped, see ``client.share_client_data``), so that no worker loads the dataset.
+    Ray's workers inherit this process's environment through the raylet it starts; workers of
+    an existing cluster (``ray_address``) do not, and load the data themselves as before."""
+    from fedls.assembly import load_splits
+
+    if resources.ray_address is not None:
+        return
+    if share_client_data(folder, config, load_splits(config)):  # load_splits is cached: prepare() loaded it
+        os.environ[SHARED_DATA_ENV] = str(folder)
+
+
+def _start_local_ray(resources: Resources, backend_config: dict[str, Any]) -> None:
+    """Start the local Ray instance here with Flower's own ``init_args``; Flower's RayBackend
+    then finds Ray initialised and uses it.
+
+    Flower's backend would start it with the driver's ``sys.path`` as a job *runtime
+    environment* (``env_vars={"PYTHONPATH": ...}``). Ray prestarts one worker per CPU for a new
+    driver, but in the default environment, so the client actors could not use them: Ray
+    spawned two more Python processes for the actors while the two prestarted ones imported Ray
+    and idled (seen with py-spy), on the same cores the actors' first imports need. Here the
+    same ``PYTHONPATH`` reaches the workers through the environment they inherit from the
+    raylet, and the actors start on the prestarted workers. An existing cluster
+    (``ray_address``) is left to Flower, which connects to it as before.
+    """
+    import ray
+
+    if resources.ray_address is not None or ray.is_initialized():
+        return
+    paths = [*sys.path, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    init_args = dict(backend_config.get("init_args", {}))
+    init_args.setdefault("include_dashboard", False)
+    ray.init(**init_args)
 
 
 def _shutdown_ray() -> None:
