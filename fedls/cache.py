@@ -67,6 +67,7 @@ def load_cached(path: Path) -> dict[str, dict[str, torch.Tensor]] | None:
         if not isinstance(states, dict):
             raise TypeError("not a dict")
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointError(f"cached weights {path} are unreadable ({type(exc).__name__}); delete the file to retrain") from None
+        name = type(exc).__name__
+        raise CheckpointError(f"cached weights {path} are unreadable ({name}); delete the file to retrain") from None
     log.info("loaded cached %s", path)
     return states

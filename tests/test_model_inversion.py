@@ -79,7 +79,8 @@ def test_poincare_loss_matches_formula():
         arg = 1 + 2 * float(((u - v) ** 2).sum()) / ((1 - float((u**2).sum())) * (1 - float((v**2).sum())))
         assert got[i].item() == pytest.approx(math.acosh(arg), rel=1e-5)
     # confident on the target → smaller distance than confident elsewhere
-    assert poincare_loss(torch.tensor([[5.0, 0.0, 0.0]]), torch.tensor([0])) < poincare_loss(torch.tensor([[0.0, 5.0, 0.0]]), torch.tensor([0]))
+    zero = torch.tensor([0])
+    assert poincare_loss(torch.tensor([[5.0, 0.0, 0.0]]), zero) < poincare_loss(torch.tensor([[0.0, 5.0, 0.0]]), zero)
 
 
 def test_nearest_same_class_distance_hand_made():

@@ -43,7 +43,9 @@ def load_cifar(name: str, options: DataOptions) -> DatasetSplits:
             images = resize(images.float() / 127.5 - 1.0, options.image_size)
         parts[train] = ArrayDataset(images, torch.as_tensor(raw.targets))
         classes = list(raw.classes)
-    return public_from_official_train(name, parts[True], parts[False], options.public_split, options.public_fraction, options.seed, classes)
+    return public_from_official_train(
+        name, parts[True], parts[False], options.public_split, options.public_fraction, options.seed, classes
+    )
 
 
 @DATASETS.register("cifar10")

@@ -70,7 +70,9 @@ def nearest_same_class_sq_distance(
 
 
 @torch.no_grad()
-def _batched(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device, batch: int = 512) -> torch.Tensor:
+def _batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device, batch: int = 512
+) -> torch.Tensor:
     return torch.cat([fn(chunk.to(device)).float().cpu() for chunk in images.split(batch)])
 
 
@@ -132,7 +134,7 @@ def face_distance(
     """δ_face: as δ_eval in FaceNet space (InceptionResnetV1 trained on VGGFace2, 512-d L2-normalised
     embeddings, 160 px inputs in [-1, 1]). None (with a logged notice) without a local weights file."""
     if weights is None:
-        _notice_once("δ_face skipped: no local VGGFace2 FaceNet weights (set eval_face_weights to a state_dict file)")
+        _notice_once("δ_face skipped: no local VGGFace2 FaceNet weights (set model_attack.evaluation.face_weights to a file)")
         return None
     from facenet_pytorch import InceptionResnetV1
 
@@ -142,7 +144,9 @@ def face_distance(
     load_weights(net, Path(weights))
     net.to(device).eval()
     embed = lambda x: net(_to_facenet_input(x))  # noqa: E731 - output is already L2-normalised
-    d = nearest_same_class_sq_distance(_batched(embed, attack, device, 64), attack_targets, _batched(embed, train, device, 64), train_labels)
+    d = nearest_same_class_sq_distance(
+        _batched(embed, attack, device, 64), attack_targets, _batched(embed, train, device, 64), train_labels
+    )
     return float(d.nanmean())
 
 
@@ -150,7 +154,7 @@ def frechet_inception_distance(weights: str | None, attack: torch.Tensor, train:
     """FID between attack images and private training images; None (with a logged notice)
     unless local Inception weights are given and torchmetrics' FID backend is installed."""
     if weights is None:
-        _notice_once("FID skipped: no local Inception weights (set eval_inception_weights to a weights file)")
+        _notice_once("FID skipped: no local Inception weights (set model_attack.evaluation.inception_weights to a weights file)")
         return None
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
@@ -276,7 +280,7 @@ def knowledge_extraction_scores(
     device: torch.device,
 ) -> dict[str, float]:
     """ξ_train and ξ_test with surrogates of ``surrogate_arch`` (see :func:`knowledge_extraction`)."""
-    from fedls.metrics.judge import build_judge
+    from fedls.metrics.judge import JUDGE_ARCH, build_judge
 
     shape = tuple(attack.shape[1:])
     num_classes = int(max(int(train[1].max()), int(attack_targets.max())) + 1)
@@ -284,9 +288,11 @@ def knowledge_extraction_scores(
         attack,
         attack_targets,
         {"xi_train": train, "xi_test": test},
-        lambda: build_judge(surrogate_arch, shape, num_classes) if surrogate_arch == "judge"  # type: ignore[arg-type]
-        else build_model(surrogate_arch, shape, num_classes),  # type: ignore[arg-type]
-        lambda model, x, y, seed: train_classifier(model, x, y, options.surrogate_epochs, options.batch_size, options.lr, seed, device),
+        lambda: build_judge(surrogate_arch, shape, num_classes)  # type: ignore[arg-type]
+        if surrogate_arch == JUDGE_ARCH else build_model(surrogate_arch, shape, num_classes),  # type: ignore[arg-type]
+        lambda model, x, y, seed: train_classifier(
+            model, x, y, options.surrogate_epochs, options.batch_size, options.lr, seed, device
+        ),
         options.surrogate_inits,
         options.seed + 1000,
         device,

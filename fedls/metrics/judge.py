@@ -38,7 +38,7 @@ from fedls.schema import Options
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (done, total)
-JUDGE_ARCH = "judge"  # JudgeNet's name in cache keys and reports
+JUDGE_ARCH = "judgenet"  # JudgeNet's name in cache keys and reports
 
 
 class JudgeOptions(Options):

@@ -116,8 +116,9 @@ def attack_checkpoint(
                   "cache_file": inversion.judge.cache_file},
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    torch.save({"images": result.images, "targets": result.targets, "latents": result.latents,
-                "baseline_images": result.baseline_images, "baseline_targets": result.baseline_targets}, out / "attack_results.pt")
+    saved = {"images": result.images, "targets": result.targets, "latents": result.latents,
+             "baseline_images": result.baseline_images, "baseline_targets": result.baseline_targets}
+    torch.save(saved, out / "attack_results.pt")
     files += [out / "report.json", out / "attack_results.pt"]
     return StandaloneReport(metrics, out, files)
 
@@ -137,7 +138,8 @@ def train_dataset_prior(
 ) -> StandaloneReport:
     """Train (or load) the cached prior for a dataset's public split, write a sample grid and
     the prior-quality proxy (measured with the judge)."""
-    splits = load_dataset(dataset, DataOptions(data_dir=data_dir, seed=data_seed, image_size=image_size, public_split=public_split))
+    data = DataOptions(data_dir=data_dir, seed=data_seed, image_size=image_size, public_split=public_split)
+    splits = load_dataset(dataset, data)
     torch_device = resolve_device(device)
     prior = load_or_train_prior(
         splits.name, splits.public, splits.image_shape, options.prior, options.cache_dir, torch_device,

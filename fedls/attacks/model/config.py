@@ -112,9 +112,12 @@ class PPAOptions(Options):
         if isinstance(self.classes, list):
             bad = [c for c in self.classes if c >= num_classes]
             if bad:
-                raise ConfigError(f"model_attack.ppa.classes: {bad} do not exist; the private task has {num_classes} classes (0-{num_classes - 1})")
+                raise ConfigError(f"model_attack.ppa.classes: {bad} do not exist; "
+                                  f"the private task has {num_classes} classes (0-{num_classes - 1})")
         elif self.classes > num_classes:
-            raise ConfigError(f"model_attack.ppa.classes: {self.classes} is more than the {num_classes} classes of the private task")
+            raise ConfigError(
+                f"model_attack.ppa.classes: {self.classes} is more than the {num_classes} classes of the private task"
+            )
 
     def target_classes(self, num_classes: int) -> list[int]:
         """The attacked classes: all, an explicit list, or a seeded random subset."""

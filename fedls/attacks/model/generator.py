@@ -39,7 +39,9 @@ class DCGANGenerator(nn.Module):
         self.project = nn.Sequential(nn.Linear(latent_dim, widths[0] * 16), nn.BatchNorm1d(widths[0] * 16), nn.ReLU())
         layers: list[nn.Module] = []
         for i in range(ups - 1):
-            layers += [nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1, bias=False), nn.BatchNorm2d(widths[i + 1]), nn.ReLU()]
+            layers += [
+                nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1, bias=False), nn.BatchNorm2d(widths[i + 1]), nn.ReLU()
+            ]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
         self._width0 = widths[0]

@@ -92,10 +92,13 @@ def train_prior(
             progress(step + 1, config.steps)
     generator.eval()
     discriminator.eval()
-    return Prior(generator, discriminator, source="dcgan", info={"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())})
+    info = {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
+    return Prior(generator, discriminator, source="dcgan", info=info)
 
 
-def prior_cache_key(dataset_name: str, public: Dataset, image_shape: tuple[int, int, int], config: PriorOptions) -> dict[str, object]:
+def prior_cache_key(
+    dataset_name: str, public: Dataset, image_shape: tuple[int, int, int], config: PriorOptions
+) -> dict[str, object]:
     return {
         "kind": "prior",
         "dataset": dataset_name,
@@ -148,7 +151,9 @@ def load_generator_file(path: Path, config: PriorOptions, image_shape: tuple[int
         if "discriminator" in states:
             discriminator.load_state_dict(states["discriminator"])
     except (KeyError, RuntimeError):
-        raise CheckpointError(f"{path} is not a DCGAN prior for this config/resolution; pass matching --prior-* options") from None
+        raise CheckpointError(
+            f"{path} is not a DCGAN prior for this config/resolution; pass matching [model_attack.prior] options"
+        ) from None
     generator.eval()
     discriminator.eval()
     return Prior(generator, discriminator if "discriminator" in states else None, source=str(path), cache_file=path)

@@ -181,7 +181,7 @@ class ModelInversion:
             hits = int((predicted[mask] == c).sum())
             for col, (images, label) in enumerate(((fake, "attack images"), (real, "real private images"))):
                 ax = axes[row, col]
-                ax.imshow(_strip(images, per_side), cmap="gray" if images.shape[1] == 1 else None,
+                ax.imshow(image_strip(images, per_side), cmap="gray" if images.shape[1] == 1 else None,
                           interpolation="nearest", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -198,10 +198,10 @@ class ModelInversion:
         return fig
 
 
-def _strip(images: torch.Tensor, slots: int) -> np.ndarray:
+def image_strip(images: torch.Tensor, slots: int) -> np.ndarray:
     """``slots`` images side by side (missing ones blank), [H, W(, C)] in [0, 1] with 1-px gaps."""
     c, h, w = images.shape[1:] if len(images) else (1, 1, 1)
-    canvas = torch.ones(c, h, slots * (w + 1) - 1)
+    canvas = torch.full((c, h, slots * (w + 1) - 1), 0.5)  # grey gaps: neither ink nor background
     for i, image in enumerate(to_unit_range(images[:slots])):
         canvas[:, :, i * (w + 1) : i * (w + 1) + w] = image
     array = canvas.permute(1, 2, 0).numpy()
@@ -268,7 +268,7 @@ def prior_figure(samples: torch.Tensor, dataset: str) -> Figure:
     rows = (len(samples) + cols - 1) // cols
     fig = Figure(figsize=(cols * 0.7, rows * 0.7 + 0.5), dpi=110)
     ax = fig.subplots()
-    strips = [_strip(samples[r * cols : (r + 1) * cols], cols) for r in range(rows)]
+    strips = [image_strip(samples[r * cols : (r + 1) * cols], cols) for r in range(rows)]
     gap = np.ones((1, *strips[0].shape[1:]))
     ax.imshow(np.concatenate([s for strip in strips for s in (strip, gap)][:-1]), cmap="gray" if samples.shape[1] == 1 else None,
               interpolation="nearest", vmin=0, vmax=1)
