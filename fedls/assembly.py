@@ -24,6 +24,7 @@ def data_options(config: RunConfig) -> DataOptions:
         image_size=config.image_size,
         num_classes=config.num_classes,
         samples_per_class=config.private_cap,
+        public_split=config.public_split,
     )
 
 

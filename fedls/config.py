@@ -89,6 +89,7 @@ class RunConfig(Options):
     image_size: int | None = Field(None, ge=4, description="Resize images to this many pixels (default: the dataset's own)", json_schema_extra=_panel("Data"))
     num_classes: int | None = Field(None, ge=2, description="Identity datasets: keep the N identities with most images; the rest become public data", json_schema_extra=_panel("Data"))
     private_cap: int | None = Field(None, ge=1, description="Cap the private training data at N images per class (Struppek et al. 2024, Appx. C.3)", json_schema_extra=_panel("Data"))
+    public_split: Literal["disjoint", "same-class"] = Field("disjoint", description="Server's public data: disjoint (classes the private task lacks) or same-class (a weaker threat setting)", json_schema_extra=_panel("Data"))
     partition: str = Field("iid", description="How clients' shards are drawn: iid, dirichlet, by-class", json_schema_extra=_panel("Data"))
     dirichlet_beta: float = Field(0.5, gt=0.0, description="Dirichlet concentration β; smaller → more label skew", json_schema_extra=_panel("Data"))
     # -- model and training

@@ -5,7 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 
 from fedls.data import cifar, digits, faces, idx  # noqa: F401  (registration)
-from fedls.data.base import ArrayDataset, DatasetSplits, cap_per_class, dataset_targets, dataset_tensors, to_unit_range
+from fedls.data.base import (
+    ArrayDataset,
+    DatasetSplits,
+    ImageDataset,
+    SizedDataset,
+    cap_per_class,
+    dataset_targets,
+    dataset_tensors,
+    to_unit_range,
+)
 from fedls.data.partition import PARTITIONERS, partition
 from fedls.data.registry import DATASETS, DataOptions
 from fedls.errors import ConfigError
@@ -32,6 +41,8 @@ __all__ = [
     "DATASETS",
     "DataOptions",
     "DatasetSplits",
+    "ImageDataset",
+    "SizedDataset",
     "PARTITIONERS",
     "dataset_targets",
     "dataset_tensors",

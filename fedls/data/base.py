@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 PublicKind = Literal["classes", "samples"]
 PublicSplit = Literal["disjoint", "same-class"]
 
 
-class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
+class SizedDataset(Dataset[tuple[torch.Tensor, Any]]):
+    """A map-style dataset of (image, label) pairs that knows its length (torch's ``Dataset``
+    does not declare ``__len__``)."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+
+# Every dataset fedls hands around: its own datasets and torch's subsets of them.
+ImageDataset: TypeAlias = SizedDataset | Subset[Any] | TensorDataset
+
+
+class ArrayDataset(SizedDataset):
     """Images held in memory as a float tensor in [-1, 1] (μ = σ = 0.5, seed 001 Appx. B.3)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -60,9 +73,9 @@ class DatasetSplits:
     name: str
     num_classes: int
     image_shape: tuple[int, int, int]
-    train: Dataset
-    test: Dataset
-    public: Dataset
+    train: ImageDataset
+    test: ImageDataset
+    public: ImageDataset
     public_kind: PublicKind
     class_names: list[str] = field(default_factory=list)
 
@@ -78,7 +91,7 @@ class DatasetSplits:
         )
 
 
-class LabelledSubset(Dataset[tuple[torch.Tensor, int]]):
+class LabelledSubset(SizedDataset):
     """A subset that still knows its labels without loading images."""
 
     def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:

@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from fedls.data.base import DatasetSplits
+from fedls.data.base import DatasetSplits, SizedDataset
 from fedls.data.registry import DATASETS, DataOptions
 from fedls.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
-class FileDataset(Dataset[tuple[torch.Tensor, int]]):
+class FileDataset(SizedDataset):
     """Images loaded lazily from files, resized to a square and scaled to [-1, 1]."""
 
     def __init__(self, paths: list[Path], labels: list[int], size: int) -> None:

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib import pyplot as plt
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Subset
 
 from fedls.assembly import build_global_model, load_splits
 from fedls.attacks.gradient.attack import GradientAttack, ProbeLeak
 from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.config import RunConfig
+from fedls.data import ImageDataset
 from fedls.errors import ConfigError
 from fedls.federation.observers.gradient import mean_public_image, reconstruction_figure
 from fedls.metrics import gradient_leakage as scoring
@@ -102,7 +103,7 @@ def run_gradient_study(
     return GradientStudyReport(rows, summary, json_path, image_path)
 
 
-def _score(leak: ProbeLeak, truth: GroundTruth, model: torch.nn.Module, public: Dataset, index: int) -> dict[str, float]:
+def _score(leak: ProbeLeak, truth: GroundTruth, model: torch.nn.Module, public: ImageDataset, index: int) -> dict[str, float]:
     rec = leak.recovery
     row = {"sample": float(index), "true_label": float(truth.labels[0]) if truth.labels is not None else -1.0,
            "recovered_label": float(rec.top1), "alpha_hat": rec.alpha, "claimed_success": float(rec.success),

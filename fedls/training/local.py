@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from fedls.data.base import ImageDataset
 from fedls.defenses.base import Defense, TrainingContext
 from fedls.models.base import Classifier
 from fedls.smoothing import label_smoothing_loss, soft_target_cross_entropy
@@ -42,7 +43,7 @@ def make_optimizer(name: str, params: object, lr: float, weight_decay: float = 0
 
 def train_local(
     model: Classifier,
-    dataset: Dataset,
+    dataset: ImageDataset,
     alpha: float,
     ctx: TrainingContext,
     defense: Defense,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from fedls.data.base import ImageDataset
 from fedls.errors import ConfigError
 from fedls.models.base import Classifier
 from fedls.smoothing import smoothed_targets, soft_target_cross_entropy
@@ -34,7 +34,7 @@ class ProbeResult:
 
 
 def _mixup_batch(
-    dataset: Dataset, picks: list[int], num_classes: int, alpha: float, beta_a: float, generator: torch.Generator
+    dataset: ImageDataset, picks: list[int], num_classes: int, alpha: float, beta_a: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     images, targets, labels, coefficients = [], [], [], []
@@ -61,7 +61,7 @@ def _mixup_batch(
 
 def probe_gradient(
     model: Classifier,
-    dataset: Dataset,
+    dataset: ImageDataset,
     alpha: float,
     batch_size: int,
     generator: torch.Generator,

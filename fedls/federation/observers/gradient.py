@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
-from torch.utils.data import Dataset
 
 from fedls.attacks.gradient.attack import GradientAttack, GradientAttackResult, ProbeLeak
 from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.config import RunConfig
-from fedls.data import DatasetSplits
+from fedls.data import DatasetSplits, ImageDataset
 from fedls.federation.observers.base import RoundLog, RoundObserver
 from fedls.metrics import gradient_leakage as scoring
 from fedls.metrics.images import image_psnr, to_unit
@@ -130,7 +129,7 @@ def reconstruction_figure(leaks: list[ProbeLeak], truth: Mapping[int, GroundTrut
     return fig
 
 
-def mean_public_image(public: Dataset, limit: int = 512) -> torch.Tensor:
+def mean_public_image(public: ImageDataset, limit: int = 512) -> torch.Tensor:
     """What the server could answer without any update: the mean of its public images."""
     return torch.stack([public[i][0] for i in range(min(len(public), limit))]).mean(0, keepdim=True)
 
