@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 UTILITY = "Utility"
 GRADIENT = "Gradient leakage"
 MODEL_INVERSION = "Model-inversion leakage"
-GROUPS = (UTILITY, GRADIENT, MODEL_INVERSION)
+COST = "Cost per round (seconds)"
+GROUPS = (UTILITY, GRADIENT, MODEL_INVERSION, COST)
 # what the arrow of a row means, per group
 ARROW_MEANING = {
     UTILITY: "arrow = the direction that is better for the model",
     GRADIENT: "arrow = the direction that is worse for privacy (the server learned more)",
     MODEL_INVERSION: "arrow = the direction that is worse for privacy (the server learned more)",
+    COST: "wall time on this run's machine; the mean is over the rounds in which the step ran",
 }
 ROUND_0 = "round 0"  # baseline: the same tag measured on the initial (untrained) global model
 
@@ -80,6 +82,9 @@ HEADLINES: tuple[Headline, ...] = (
              (f"{MI}acc1_low", f"{MI}acc1_high")),
     Headline(f"{MI}lift", "Acc@1 lift over the prior", MODEL_INVERSION, "up"),
     Headline(f"{MI}judge_accuracy", "judge's test accuracy", MODEL_INVERSION, None),
+    Headline("time/round_seconds", "whole round (training, transport, attacks on updates)", COST, None),
+    Headline("time/attack_gradient_s", "gradient attack on all updates", COST, None),
+    Headline("time/attack_model_s", "model inversion of the global model", COST, None),
 )
 # the three numbers `fedls runs` shows per run
 LIST_COLUMNS = {"accuracy": "global/accuracy", "label_count_accuracy": f"{G}label_count_accuracy", "mi_acc1": f"{MI}acc1"}
@@ -320,7 +325,7 @@ def report_markdown(report: RunReport) -> str:
     for group in GROUPS:
         rows = report.group(group)
         if not rows:
-            if group != UTILITY and report.threat_mode.get("gradient" if group == GRADIENT else "model", "off") == "off":
+            if group in (GRADIENT, MODEL_INVERSION) and report.threat_mode.get("gradient" if group == GRADIENT else "model", "off") == "off":
                 lines += ["", f"## {group}", "", "not measured: this attack was off in this run"]
             continue
         lines += ["", f"## {group}", "", f"({ARROW_MEANING[group]})", "",
