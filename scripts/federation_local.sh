@@ -52,6 +52,7 @@ export PATH="$venv/bin:$PATH"
 mkdir -p "$FLWR_HOME"
 
 pids=()
+helpers=()
 descendants() {  # every live descendant PID of the given PIDs (Flower detaches some helpers into new sessions)
     ps -e -o pid=,ppid= | awk -v roots="$*" '
         { parent[$1] = $2 }
@@ -68,6 +69,8 @@ cleanup() {
     # PIDs are collected from the process tree before anything is stopped.
     local i pid extra_pids
     extra_pids="$( [[ ${#pids[@]} -gt 0 ]] && descendants "${pids[@]}" || true)"
+    # the log follower (a subshell with flwr and tee) and its children
+    [[ ${#helpers[@]} -gt 0 ]] && extra_pids="$extra_pids $(descendants "${helpers[@]}") ${helpers[*]}"
     for ((i=${#pids[@]}-1; i>=0; i--)); do
         kill -TERM -- "-${pids[i]}" 2>/dev/null || true
     done
@@ -107,7 +110,8 @@ start() {  # start a process in its own process group; remember its PID
     local name="$1"; shift
     setsid "$@" > "$work/$name.log" 2>&1 &
     pids+=("$!")
-    echo "$! $name $*" >> "$work/pids"  # for tools that inject faults (tests/test_deployment.py)
+    # PID, name and the shell-quoted command, for tools that inject faults (tests/test_deployment.py)
+    { printf '%s %s' "$!" "$name"; printf ' %q' "$@"; printf '\n'; } >> "$work/pids"
 }
 
 start superlink flower-superlink --insecure --host 127.0.0.1 --port "$link_port" \
@@ -140,7 +144,11 @@ flwr run . fedls-local --format json \
     > "$work/submit.json" 2> "$work/submit.log" || { cat "$work/submit.log" >&2; exit 1; }
 run_id="$("$venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['run-id'])" "$work/submit.json")"
 echo "run $run_id submitted to the SuperLink at 127.0.0.1:$link_port with $supernodes SuperNodes" >&2
-flwr log "$run_id" fedls-local --stream 2>&1 | tee "$work/run.log" >&2 || true
+# In the background and waited for: bash runs a trap only after its foreground command ends,
+# so a `kill -INT <this script>` must not wait for the whole run.
+( flwr log "$run_id" fedls-local --stream 2>&1 | tee "$work/run.log" >&2 ) &
+helpers+=("$!")
+wait "$!" || true
 
 # The run's own status and the run directory the ServerApp announced.
 status="$(flwr ls fedls-local --run-id "$run_id" --format json 2>/dev/null \

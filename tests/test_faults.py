@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from fedls.federation.faults import (
     ParticipationLog,
     ParticipationPolicy,
     TooFewClients,
+    await_quorum,
 )
 from fedls.federation.simulation import simulate
 
@@ -120,7 +122,7 @@ def client_actor_pids() -> list[int]:
 
 
 def test_killed_worker_is_restarted_and_later_rounds_have_every_client(tmp_path: Path) -> None:
-    config = RunConfig(clients=4, rounds=3, local_epochs=1, run_dir=str(tmp_path), name="kill", seed=1)
+    config = RunConfig(clients=3, rounds=3, local_epochs=1, attacks="none", run_dir=str(tmp_path), name="kill", seed=1)
     killed: list[int] = []
     after: list[int] = []
 
@@ -130,6 +132,12 @@ def test_killed_worker_is_restarted_and_later_rounds_have_every_client(tmp_path:
             assert victims, "no ClientAppActor worker found"
             os.kill(victims[0], signal.SIGKILL)
             killed.append(victims[0])
+        if server_round == 2:
+            # Rounds on digits take about a second, a worker's restart several: stand in for a
+            # longer round so that round 3 starts after Ray has brought the worker back.
+            deadline = time.monotonic() + 90
+            while len(client_actor_pids()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
         if server_round == 3:
             after.extend(client_actor_pids())
 
@@ -137,6 +145,34 @@ def test_killed_worker_is_restarted_and_later_rounds_have_every_client(tmp_path:
     records = result.run.metrics()
     assert killed and killed[0] not in after
     assert len(after) == 2, after  # the pool is back to its size (2 CPUs, 1 CPU per client): a new worker
-    assert result.summary["status"] == "complete"
+    # Round 2 misses the client sent to the worker while Ray restarted it (calls are not
+    # retried); such a round is marked, and the run goes on (2 of 3 >= min-client-share 0.5).
     for record in records[1:]:
-        assert record["clients/num-clients"] == 4 and record["clients/missing"] == 0, record
+        assert record["clients/degraded"] == float(record["clients/missing"] > 0), record
+    assert records[-1]["clients/num-clients"] == 3 and records[-1]["clients/missing"] == 0
+    degraded = [r["round"] for r in records[1:] if r["clients/degraded"]]
+    assert result.summary["status"] == ("degraded" if degraded else "complete")
+    assert result.summary["participation"]["degraded_rounds"] == degraded
+
+
+class Nodes:
+    def __init__(self, *counts: int) -> None:
+        self.counts = list(counts)
+
+    def get_node_ids(self) -> list[int]:
+        count = self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
+        return list(range(count))
+
+
+def test_quorum_waits_for_returning_nodes_then_goes_on_with_enough() -> None:
+    policy = ParticipationPolicy(min_share=0.5)
+    assert await_quorum(Nodes(3), policy, planned=3, server_round=1, timeout=0) == 3
+    assert await_quorum(Nodes(2), policy, planned=3, server_round=2, timeout=0) == 2  # degraded, not stuck
+    assert await_quorum(Nodes(0, 1, 2), policy, planned=4, server_round=2, timeout=5, poll=0.01) == 2
+
+
+def test_quorum_gives_up_with_one_line_instead_of_waiting_forever() -> None:
+    with pytest.raises(TooFewClients) as info:
+        await_quorum(Nodes(1), ParticipationPolicy(min_share=0.5), planned=4, server_round=3, timeout=0.05, poll=0.01)
+    message = str(info.value)
+    assert "\n" not in message and "round 3" in message and "1 of 4" in message and "minimum 2" in message

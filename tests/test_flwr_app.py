@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -111,3 +120,69 @@ def test_too_few_supernodes_fail_promptly_naming_the_fix() -> None:
     message = str(info.value)
     assert "\n" not in message and "only 2 SuperNode(s)" in message
     assert "--num-supernodes 10" in message and "clients=2" in message
+
+
+# -- `flwr run .` end to end, as the README says (Flower's managed local SuperLink) -----------
+
+
+def _own_processes(flwr_home: Path) -> list[int]:
+    marker = f"FLWR_HOME={flwr_home}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_flwr_run_local_simulation_as_in_the_readme() -> None:
+    work = Path(tempfile.mkdtemp(prefix="fedls-flwr-"))
+    home = work / "flwr-home"
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),  # Flower's state for this test only
+        # the managed local SuperLink's ports (fixed by default: another session's would be reused)
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    runs = work / "runs"
+    try:
+        configure = subprocess.run(
+            ["flwr", "federation", "simulation-config", "@none/default", "local", "--num-supernodes", "2"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert configure.returncode == 0, configure.stdout + configure.stderr
+        result = subprocess.run(
+            ["flwr", "run", ".", "--run-config", f"num-server-rounds=1 clients=2 local-epochs=1 attacks='none' run-dir='{runs}'", "--stream"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+        )
+        out = result.stdout + result.stderr
+        assert "Traceback" not in out, out[-3000:]
+        lines = [line for line in out.splitlines() if line.startswith("fedls INFO: run directory: ")]
+        assert lines, out[-3000:]
+        path = Path(lines[-1].removeprefix("fedls INFO: run directory: "))
+        assert path.is_absolute() and path.parent == runs
+        assert f"tensorboard --logdir {runs}" in out
+        summary = json.loads((path / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["rounds_completed"] == 1
+    finally:
+        pids = _own_processes(home)  # the local SuperLink stays up after `flwr run`: stop ours
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _own_processes(home) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in _own_processes(home):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)

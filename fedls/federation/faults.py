@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import enum
 import math
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fedls.errors import FedlsError
 
@@ -126,3 +129,33 @@ class ParticipationLog:
             "degraded_rounds": self.degraded_rounds,
             "replies": {str(v.server_round): [v.replied, v.sampled] for v in self.verdicts},
         }
+
+
+class NodeSource(Protocol):
+    """What :func:`await_quorum` needs of Flower's ``Grid``."""
+
+    def get_node_ids(self) -> Iterable[int]: ...
+
+
+def await_quorum(
+    grid: NodeSource, policy: ParticipationPolicy, planned: int, server_round: int, timeout: float, poll: float = 1.0
+) -> int:
+    """Connected nodes once at least the policy's minimum share of ``planned`` is there.
+
+    Flower's strategies wait for ``min_available_nodes`` without a deadline, so a SuperNode
+    that is gone for good would stall the run forever. Call this before sampling, and sample
+    with ``min_available_nodes`` = :meth:`ParticipationPolicy.required` so rounds go on
+    (degraded) while enough nodes remain.
+    """
+    needed = max(1, policy.required(policy.min_share, planned))
+    deadline = time.monotonic() + timeout
+    while True:
+        connected = len(list(grid.get_node_ids()))
+        if connected >= needed:
+            return connected
+        if time.monotonic() >= deadline:
+            raise TooFewClients(
+                f"round {server_round}: only {connected} of {planned} SuperNodes connected after {timeout:g} s, below the "
+                f"minimum {needed} (min-client-share {policy.min_share:g}); restart the missing SuperNodes or lower min-client-share"
+            )
+        time.sleep(poll)

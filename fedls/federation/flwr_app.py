@@ -128,7 +128,7 @@ def split_run_config(run_config: dict[str, Any]) -> tuple[dict[str, Any], float]
 
 def config_from_run_config(run_config: dict[str, Any]) -> RunConfig:
     values, _ = split_run_config(run_config)
-    return RunConfig.from_dict(values, source="run config").validate()
+    return RunConfig.from_dict(values, source="run config").check_registries()
 
 
 def wait_for_nodes(grid: Grid, wanted: int, timeout: float, poll: float = 1.0) -> int:
