@@ -139,3 +139,25 @@ def test_killed_supernode_marks_the_round_and_a_restarted_one_rejoins(tmp_path: 
     assert any(r.get("clients/degraded") == 1 for r in records[1:])
     assert records[-1]["clients/num-clients"] == 3  # the restarted SuperNode rejoined
     assert not processes_of(work)
+
+
+def test_ctrl_c_stops_every_process_the_script_started(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    script = subprocess.Popen(
+        [str(SCRIPT), "--supernodes", "2", "--rounds", "50", "--run-dir", str(tmp_path / "runs"), "--work", str(work),
+         "--run-config", 'attacks="none"'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while "[ROUND 1/50]" not in ((work / "run.log").read_text() if (work / "run.log").exists() else ""):
+            assert time.monotonic() < deadline and script.poll() is None, "round 1 never started"
+            time.sleep(0.5)
+        assert len(processes_of(work)) >= 4  # SuperLink, its SuperExec and ServerApp, SuperNodes, …
+        script.send_signal(signal.SIGINT)  # what Ctrl-C sends (to the script alone here: the harder case)
+        script.communicate(timeout=90)
+    finally:
+        if script.poll() is None:
+            script.kill()
+    assert script.returncode == 130
+    assert not processes_of(work), "processes left running after Ctrl-C"
