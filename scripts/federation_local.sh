@@ -5,7 +5,7 @@
 # fedls app with `flwr run`. Every process this script starts is stopped by its PID (process
 # group) on exit, failure or Ctrl-C. The LAST line printed is the run directory's absolute path.
 #
-#   scripts/federation_local.sh --supernodes 3 --rounds 2 [--run-config 'alpha=-0.05 defense="mid"']
+#   scripts/federation_local.sh --supernodes 3 --rounds 2 [--run-config 'alpha=-0.05 defense="bido"']
 #                               [--run-dir DIR] [--work DIR] [--node-wait S]
 #
 # Exit status: 0 when the run finished and its summary says complete/degraded, 1 otherwise,
