@@ -113,14 +113,26 @@ def tree_memory_mib(pid: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux's /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 class TreeMemorySampler:
-    """Samples a process tree's memory in a thread until stopped; keeps the peaks."""
+    """Samples a process tree in a thread until stopped: peak memory, and the CPU seconds of
+    every process seen (a measure of work that, unlike wall time, other jobs on the machine
+    barely change; a process's last 0.2 s before it exits can be missed)."""
 
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
         self.pid = pid
         self.interval_s = interval_s
         self.peak_rss_mib = 0.0
         self.peak_pss_mib = 0.0
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -129,7 +141,15 @@ class TreeMemorySampler:
             rss, pss = tree_memory_mib(self.pid)
             self.peak_rss_mib = max(self.peak_rss_mib, rss)
             self.peak_pss_mib = max(self.peak_pss_mib, pss)
+            for member in _tree(self.pid):
+                used = _cpu_seconds(member)
+                if used is not None:
+                    self._cpu[member] = max(used, self._cpu.get(member, 0.0))
             self._stop.wait(self.interval_s)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._cpu.values())
 
     def __enter__(self) -> TreeMemorySampler:
         self._thread.start()
@@ -310,7 +330,7 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, Any]:
             batch_size=args.batch_size, alpha=args.alpha, attacks=args.attacks, device="cpu",
             run_dir=str(tmp / "runs"), name="bench", seed=args.seed,
         )
-        config.validate()
+        config.check_registries()
         workers = resolve_resources("cpu", clients, None, None).parallel_clients  # Ray's actor count
         config_toml = config.to_toml()
         fed, fed_state, fed_mem = _run_side("fedls", config_toml, workers, tmp)
@@ -345,6 +365,8 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, Any]:
         "fedls_peak_pss_mib": round(fed_mem.peak_pss_mib),
         "plain_peak_rss_mib": round(plain_mem.peak_rss_mib),
         "plain_peak_pss_mib": round(plain_mem.peak_pss_mib),
+        "fedls_cpu_s": round(fed_mem.cpu_s, 1),  # CPU seconds of the whole tree, whole run
+        "plain_cpu_s": round(plain_mem.cpu_s, 1),
         "attack_gradient_s": _mean_or_none(grad),
         "attack_model_s": _mean_or_none(fed["attack_model_s"]),
         "attack_gradient_rounds_s": [round(v, 3) for v in grad],
