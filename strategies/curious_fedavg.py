@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 ProbeSelector = Callable[[int, list[int]], dict[int, ProbeRequest]]
 UpdatesHook = Callable[[ServerView, Mapping[int, GroundTruth]], None]
+RoundGate = Callable[[Grid, int], object]  # called before sampling; raises to stop the run
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,10 @@ class CuriousFedAvg(FedAvg):
         schedule: SmoothingSchedule,
         recipe: ClientRecipe,
         setup: ClientSetup,
+        num_clients: int,
         on_updates: UpdatesHook | None = None,
         probe_selector: ProbeSelector | None = None,
+        before_round: RoundGate | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
         fedavg_kwargs.setdefault("train_metrics_aggr_fn", aggregate_client_metrics)
@@ -95,6 +98,8 @@ class CuriousFedAvg(FedAvg):
         self.setup = setup
         self.on_updates = on_updates
         self.probe_selector = probe_selector
+        self.num_clients = num_clients  # stable client ids are 0 .. num_clients-1 (the partitions)
+        self.before_round = before_round
         self._sent: dict[int, ArrayRecord] = {}
         self.missing_clients: dict[int, list[str]] = {}
         self._captured: set[int] = set()
@@ -111,7 +116,10 @@ class CuriousFedAvg(FedAvg):
     ) -> Iterable[Message]:
         # Probes are addressed by stable client id (the partition id), not by Flower's node ids,
         # which are random per run: the same seed probes the same clients.
-        probes = self.probe_selector(server_round, list(range(self.min_available_nodes))) if self.probe_selector else {}
+        if self.before_round is not None:
+            # Flower waits for min_available_nodes without a deadline; the gate gives up in time
+            self.before_round(grid, server_round)
+        probes = self.probe_selector(server_round, list(range(self.num_clients))) if self.probe_selector else {}
         instructions = protocol.encode_instructions(
             self.setup.run_config_toml, self.recipe_for(server_round), self.setup.device, self.setup.threads, probes
         )
@@ -129,7 +137,9 @@ class CuriousFedAvg(FedAvg):
             return replies
         self._captured.add(server_round)
         failed = [m for m in replies if m.has_error()]
-        self.missing_clients[server_round] = [f"node {m.metadata.src_node_id}: {short_reason(m.error.reason or '')}" for m in failed]
+        self.missing_clients[server_round] = [
+            f"node {m.metadata.src_node_id}: {short_reason(m.error.reason or '')}" for m in failed
+        ]
         for reason in self.missing_clients[server_round]:
             log.warning("round %d: client missing (%s)", server_round, reason)
         # Replies arrive in completion order; averaging them in a fixed (client) order makes the

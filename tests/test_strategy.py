@@ -23,7 +23,7 @@ SETUP = ClientSetup(RunConfig().to_toml(), "cpu", 1)
 
 
 def _strategy(schedule: SmoothingSchedule, **kwargs: object) -> CuriousFedAvg:
-    return CuriousFedAvg(schedule, RECIPE, SETUP, **kwargs)  # type: ignore[arg-type]
+    return CuriousFedAvg(schedule, RECIPE, SETUP, 3, **kwargs)  # type: ignore[arg-type]
 
 
 def _metadata(src: int) -> Metadata:
@@ -84,7 +84,10 @@ def test_replies_are_averaged_in_client_order() -> None:
 def test_client_error_reasons_are_shortened() -> None:
     from strategies.curious_fedavg import short_reason
 
-    wrapped = "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run()\n  File x\nException ClientAppException occurred. Message: training loss became nan in round 1; lower --lr'>)"
+    wrapped = (
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run()\n  File x\n"
+        "Exception ClientAppException occurred. Message: training loss became nan in round 1; lower --lr'>)"
+    )
     assert short_reason(wrapped) == "training loss became nan in round 1; lower --lr"
     assert short_reason("plain failure") == "plain failure"
 
@@ -125,6 +128,6 @@ def test_central_dp_clips_the_release_but_the_server_sees_raw_updates() -> None:
 
 def test_run_config_rejects_bad_central_dp() -> None:
     with pytest.raises(ConfigError, match="central_dp: clipping_norm"):
-        RunConfig(central_dp={"clipping_norm": 0}).validate()
+        RunConfig(central_dp={"clipping_norm": 0}).check_registries()
     with pytest.raises(ConfigError, match="central_dp: sigma: unknown option"):
-        RunConfig(central_dp={"sigma": 1.0}).validate()
+        RunConfig(central_dp={"sigma": 1.0}).check_registries()

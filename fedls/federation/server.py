@@ -31,7 +31,7 @@ from fedls.assembly import build_global_model, load_splits
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits
 from fedls.errors import FedlsError
-from fedls.federation.faults import Participation, ParticipationLog, ParticipationPolicy, TooFewClients
+from fedls.federation.faults import Participation, ParticipationLog, ParticipationPolicy, TooFewClients, await_quorum
 from fedls.federation.observers import RoundObserver
 from fedls.federation.resources import Resources
 from fedls.federation.tracking import RoundTracker
@@ -209,16 +209,21 @@ class CuriousServer:
         tracker = RoundTracker(self.run)
         loop = RoundLoop(config, splits, model, observers, tracker, self.outcome, self.device, self.on_round, self.stop_requested)
         per_round = max(1, int(config.clients * config.fraction_train))
+        # Rounds go on, marked degraded, while at least the policy's share of clients is there;
+        # with every node up, FedAvg still samples all of them (fraction_train of the available).
+        quorum = max(1, loop.policy.required(loop.policy.min_share, per_round))
         strategy = CuriousFedAvg(
             schedule=config.schedule(),
             recipe=config.recipe(),
             setup=self.client_setup(),
+            num_clients=config.clients,
             on_updates=loop.observe_updates if observers else None,
             probe_selector=loop.select_probes if observers else None,
+            before_round=lambda grid, r: await_quorum(grid, loop.policy, per_round, r, config.round_timeout),
             fraction_train=config.fraction_train,
             fraction_evaluate=0.0,
-            min_train_nodes=per_round,
-            min_available_nodes=config.clients,
+            min_train_nodes=quorum,
+            min_available_nodes=quorum,
             train_metrics_aggr_fn=loop.aggregate_client_metrics,
         )
         loop.strategy = strategy
