@@ -11,11 +11,11 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch.utils.data import Dataset
 
 from fedls.errors import CheckpointError
 
@@ -26,7 +26,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("FEDLS_CACHE", Path.home() / ".cache" / "fedls"))
 
 
-def dataset_fingerprint(dataset: Dataset, with_labels: bool) -> str:
+class Samples(Protocol):
+    """A map-style dataset of (image, label) pairs that knows its length (any of fedls' datasets)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Sequence[Any]: ...
+
+
+def dataset_fingerprint(dataset: Samples, with_labels: bool) -> str:
     """Hash of a split's images (and labels if asked), so a changed split never reuses a cache."""
     digest = hashlib.sha256()
     images = getattr(dataset, "images", None)
@@ -34,9 +42,12 @@ def dataset_fingerprint(dataset: Dataset, with_labels: bool) -> str:
         digest.update(str(tuple(images.shape)).encode())
         digest.update(images.contiguous().cpu().numpy().tobytes())
         if with_labels:
-            digest.update(dataset.labels.cpu().numpy().tobytes())  # type: ignore[attr-defined]
+            labels = getattr(dataset, "labels", None)
+            if not isinstance(labels, torch.Tensor):
+                raise TypeError(f"{type(dataset).__name__} holds an images tensor but no labels tensor")
+            digest.update(labels.cpu().numpy().tobytes())
     else:  # generic datasets: hash every sample (slower, but correct)
-        for i in range(len(dataset)):  # type: ignore[arg-type]
+        for i in range(len(dataset)):
             x, y = dataset[i]
             digest.update(torch.as_tensor(x).cpu().numpy().tobytes())
             if with_labels:

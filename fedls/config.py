@@ -81,52 +81,153 @@ class RunConfig(Options):
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True, validate_default=True)
 
     # -- output
-    name: str | None = Field(None, description="Run directory name (must not exist); default <dataset>-a<α>-<defense>-s<seed>, numbered if taken", json_schema_extra=_panel("Output"))
+    name: str | None = Field(
+        None,
+        description="Run directory name (must not exist); default <dataset>-a<α>-<defense>-s<seed>, numbered if taken",
+        json_schema_extra=_panel("Output"),
+    )
     run_dir: str = Field("runs", description="Folder that holds run directories", json_schema_extra=_panel("Output"))
     # -- data
-    dataset: str = Field("digits", description="digits (bundled), fashion-mnist, mnist, cifar10, cifar100, imagefolder, celeba", json_schema_extra=_panel("Data"))
-    data_dir: str | None = Field(None, description="Folder with the dataset's files (not needed for digits)", json_schema_extra=_panel("Data"))
-    image_size: int | None = Field(None, ge=4, description="Resize images to this many pixels (default: the dataset's own)", json_schema_extra=_panel("Data"))
-    num_classes: int | None = Field(None, ge=2, description="Identity datasets: keep the N identities with most images; the rest become public data", json_schema_extra=_panel("Data"))
-    private_cap: int | None = Field(None, ge=1, description="Cap the private training data at N images per class (Struppek et al. 2024, Appx. C.3)", json_schema_extra=_panel("Data"))
-    public_split: Literal["disjoint", "same-class"] = Field("disjoint", description="Server's public data: disjoint (classes the private task lacks) or same-class (a weaker threat setting)", json_schema_extra=_panel("Data"))
-    partition: str = Field("iid", description="How clients' shards are drawn: iid, dirichlet, by-class", json_schema_extra=_panel("Data"))
-    dirichlet_beta: float = Field(0.5, gt=0.0, description="Dirichlet concentration β; smaller → more label skew", json_schema_extra=_panel("Data"))
+    dataset: str = Field(
+        "digits",
+        description="digits (bundled), fashion-mnist, mnist, cifar10, cifar100, imagefolder, celeba",
+        json_schema_extra=_panel("Data"),
+    )
+    data_dir: str | None = Field(
+        None, description="Folder with the dataset's files (not needed for digits)", json_schema_extra=_panel("Data")
+    )
+    image_size: int | None = Field(
+        None, ge=4, description="Resize images to this many pixels (default: the dataset's own)", json_schema_extra=_panel("Data")
+    )
+    num_classes: int | None = Field(
+        None,
+        ge=2,
+        description="Identity datasets: keep the N identities with most images; the rest become public data",
+        json_schema_extra=_panel("Data"),
+    )
+    private_cap: int | None = Field(
+        None,
+        ge=1,
+        description="Cap the private training data at N images per class (Struppek et al. 2024, Appx. C.3)",
+        json_schema_extra=_panel("Data"),
+    )
+    public_split: Literal["disjoint", "same-class"] = Field(
+        "disjoint",
+        description="Server's public data: disjoint (classes the private task lacks) or same-class (a weaker threat setting)",
+        json_schema_extra=_panel("Data"),
+    )
+    partition: str = Field(
+        "iid", description="How clients' shards are drawn: iid, dirichlet, by-class", json_schema_extra=_panel("Data")
+    )
+    dirichlet_beta: float = Field(
+        0.5, gt=0.0, description="Dirichlet concentration β; smaller → more label skew", json_schema_extra=_panel("Data")
+    )
     # -- model and training
-    model: str = Field("cnn", description="cnn, cnn-nobias, cnn-batchnorm, mlp, resnet18, resnet50, resnet152, facenet", json_schema_extra=_panel("Training"))
-    weights: str | None = Field(None, description="Local state_dict file to initialise the model from", json_schema_extra=_panel("Training"))
+    model: str = Field(
+        "cnn",
+        description="cnn, cnn-nobias, cnn-batchnorm, mlp, resnet18, resnet50, resnet152, facenet",
+        json_schema_extra=_panel("Training"),
+    )
+    weights: str | None = Field(
+        None, description="Local state_dict file to initialise the model from", json_schema_extra=_panel("Training")
+    )
     clients: int = Field(10, ge=1, description="Number of clients (Flower SuperNodes)", json_schema_extra=_panel("Training"))
-    fraction_train: float = Field(1.0, gt=0.0, le=1.0, description="Fraction of clients sampled each round", json_schema_extra=_panel("Training"))
+    fraction_train: float = Field(
+        1.0, gt=0.0, le=1.0, description="Fraction of clients sampled each round", json_schema_extra=_panel("Training")
+    )
     rounds: int = Field(20, ge=1, description="Federated rounds", json_schema_extra=_panel("Training"))
     local_epochs: int = Field(2, ge=1, description="Local epochs per round on each client", json_schema_extra=_panel("Training"))
     batch_size: int = Field(16, ge=1, description="Client mini-batch size", json_schema_extra=_panel("Training"))
     lr: float = Field(0.05, gt=0.0, description="Client learning rate", json_schema_extra=_panel("Training"))
-    optimizer: Literal["sgd", "adam"] = Field("sgd", description="Client optimizer: sgd (momentum 0.9) or adam", json_schema_extra=_panel("Training"))
+    optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="Client optimizer: sgd (momentum 0.9) or adam", json_schema_extra=_panel("Training")
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="Client weight decay", json_schema_extra=_panel("Training"))
     # Client-side gradient-norm clipping; 0 switches it off. On by default because negative α's
     # loss is unbounded below: without it, SGD clients diverged late in training (accuracy 0.92 →
     # 0.31 at round 12 on digits, 5 clients, lr 0.05) and a collapsed model passes for a defense.
-    max_grad_norm: float = Field(1.0, ge=0.0, description="Client gradient-norm clipping, stabilises negative α; 0 = off", json_schema_extra=_panel("Training"))
+    max_grad_norm: float = Field(
+        1.0,
+        ge=0.0,
+        description="Client gradient-norm clipping, stabilises negative α; 0 = off",
+        json_schema_extra=_panel("Training"),
+    )
     # -- label smoothing (Struppek et al. 2024, Eq. 2–3) with the negative-α warm-up over rounds (§4.1)
-    alpha: float = Field(0.0, le=1.0, description="Label-smoothing factor α ≤ 1; negative α penalises wrong-class confidence", json_schema_extra=_panel("Label smoothing"))
-    warmup_rounds: int = Field(3, ge=0, description="Negative α only: rounds without smoothing first", json_schema_extra=_panel("Label smoothing"))
-    ramp_rounds: int = Field(3, ge=0, description="Negative α only: rounds of linear ramp to α after the warm-up", json_schema_extra=_panel("Label smoothing"))
+    alpha: float = Field(
+        0.0,
+        le=1.0,
+        description="Label-smoothing factor α ≤ 1; negative α penalises wrong-class confidence",
+        json_schema_extra=_panel("Label smoothing"),
+    )
+    warmup_rounds: int = Field(
+        3, ge=0, description="Negative α only: rounds without smoothing first", json_schema_extra=_panel("Label smoothing")
+    )
+    ramp_rounds: int = Field(
+        3,
+        ge=0,
+        description="Negative α only: rounds of linear ramp to α after the warm-up",
+        json_schema_extra=_panel("Label smoothing"),
+    )
     # -- defense
-    defense: str = Field("none", description="Client training defense: none, mid, bido, dp (options: docs/defenses.md)", json_schema_extra=_panel("Defense"))
-    defense_options: dict[str, Any] = Field(default_factory=dict, description="Options of the chosen defense", json_schema_extra=_panel("Defense"))
-    central_dp: dict[str, Any] = Field(default_factory=dict, description="Flower's server-side DP; a non-empty table switches it on", json_schema_extra=_panel("Defense"))
+    defense: str = Field(
+        "none",
+        description="Client training defense: none, mid, bido, dp (options: docs/defenses.md)",
+        json_schema_extra=_panel("Defense"),
+    )
+    defense_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the chosen defense", json_schema_extra=_panel("Defense")
+    )
+    central_dp: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Flower's server-side DP; a non-empty table switches it on",
+        json_schema_extra=_panel("Defense"),
+    )
     # -- the curious server
-    attacks: AttackSwitch = Field("all", description="Which attacks the curious server runs: none, gradient, model, all", json_schema_extra=_panel("Attacks"))
-    gradient_attack: dict[str, Any] = Field(default_factory=dict, description="Options of the attack on client updates", json_schema_extra=_panel("Gradient attack"))
-    model_attack: dict[str, Any] = Field(default_factory=dict, description="Options of model inversion on the global model", json_schema_extra=_panel("Model inversion"))
+    attacks: AttackSwitch = Field(
+        "all",
+        description="Which attacks the curious server runs: none, gradient, model, all",
+        json_schema_extra=_panel("Attacks"),
+    )
+    gradient_attack: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the attack on client updates", json_schema_extra=_panel("Gradient attack")
+    )
+    model_attack: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of model inversion on the global model",
+        json_schema_extra=_panel("Model inversion"),
+    )
     # -- execution
-    seed: int = Field(0, ge=0, description="Seed for data split, partition, init and training", json_schema_extra=_panel("Execution"))
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (GPU when present), cpu or cuda", json_schema_extra=_panel("Execution"))
-    client_cpus: float | None = Field(None, gt=0.0, description="CPU cores per client (Ray resources); default 1", json_schema_extra=_panel("Execution"))
-    client_gpus: float | None = Field(None, ge=0.0, description="GPUs per client; fractions share a GPU; default: shared evenly on CUDA", json_schema_extra=_panel("Execution"))
-    round_timeout: float = Field(600.0, gt=0.0, description="Seconds the server waits for a round's replies", json_schema_extra=_panel("Execution"))
-    ray_address: str | None = Field(None, description="Address of an existing Ray cluster (default: start a local one)", json_schema_extra=_panel("Execution"))
-    min_client_share: float = Field(0.5, ge=0.0, le=1.0, description="Stop the run when fewer than this share of sampled clients reply", json_schema_extra=_panel("Execution"))
+    seed: int = Field(
+        0, ge=0, description="Seed for data split, partition, init and training", json_schema_extra=_panel("Execution")
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto (GPU when present), cpu or cuda",
+        json_schema_extra=_panel("Execution"),
+    )
+    client_cpus: float | None = Field(
+        None, gt=0.0, description="CPU cores per client (Ray resources); default 1", json_schema_extra=_panel("Execution")
+    )
+    client_gpus: float | None = Field(
+        None,
+        ge=0.0,
+        description="GPUs per client; fractions share a GPU; default: shared evenly on CUDA",
+        json_schema_extra=_panel("Execution"),
+    )
+    round_timeout: float = Field(
+        600.0, gt=0.0, description="Seconds the server waits for a round's replies", json_schema_extra=_panel("Execution")
+    )
+    ray_address: str | None = Field(
+        None, description="Address of an existing Ray cluster (default: start a local one)", json_schema_extra=_panel("Execution")
+    )
+    min_client_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Stop the run when fewer than this share of sampled clients reply",
+        json_schema_extra=_panel("Execution"),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -158,7 +259,7 @@ class RunConfig(Options):
         size = f"-n{self.private_cap}" if self.private_cap is not None else ""
         return f"{self.dataset}{size}-a{self.alpha:g}-{self.defense}-s{self.seed}"
 
-    def validate(self) -> RunConfig:
+    def check_registries(self) -> RunConfig:
         """Check the names against the registries and the option tables of the defense and
         central DP (attack sections are checked by :mod:`fedls.federation.observers`)."""
         from fedls.data import DATASETS, PARTITIONERS

@@ -120,7 +120,12 @@ def encode_reply(
     reply = RecordDict()
     reply[ARRAYS] = ArrayRecord(dict(state_dict))
     reply[METRICS] = MetricRecord(
-        {NUM_EXAMPLES: int(num_examples), CLIENT_ID: int(client_id), LOCAL_STEPS: float(local_steps), **{k: float(v) for k, v in metrics.items()}}
+        {
+            NUM_EXAMPLES: int(num_examples),
+            CLIENT_ID: int(client_id),
+            LOCAL_STEPS: float(local_steps),
+            **{k: float(v) for k, v in metrics.items()},
+        }
     )
     reply[REPLY_RECIPE] = ConfigRecord(recipe.model_dump())
     if gradient is not None:

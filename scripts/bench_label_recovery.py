@@ -158,8 +158,9 @@ def bench_fedavg(images: torch.Tensor, labels: torch.Tensor, trials: int, batche
                                 aerr.append(abs(rec.alpha - alpha))
                             cerr.append(float(np.abs(rec.counts - truth).mean()))
                             secs.append(rec.seconds)
-                        rows.append(summarise("fedavg", {"model": "cnn", "trained": trained, "clip": clip, "batch": batch,
-                                                         "steps": steps, "alpha": alpha}, exact, flagged, claimed, aerr, cerr, secs))
+                        rows.append(summarise(
+                            "fedavg", {"model": "cnn", "trained": trained, "clip": clip, "batch": batch, "steps": steps,
+                                       "alpha": alpha}, exact, flagged, claimed, aerr, cerr, secs))
                         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -198,21 +199,29 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         if r["kind"] != "batch":
             continue
-        out.append(f"| {r['model']} | {'yes' if r['trained'] else 'no'} | {r['batch']} | {r['alpha']:+.2f} | "
-                   f"{r['exact_rate']:.2f} ({r['exact_lo']:.2f}–{r['exact_hi']:.2f}) | {r['claimed_and_right']}/{r['claimed_total']} | "
-                   f"{_fmt(r['alpha_err_median'], 4)} | {r['count_mae']:.2f} | {r['ms_median']:.1f} |")
-    out += ["", "| trained | clip | batch | local steps | α | exact counts (95 % CI) | claimed (right/claimed) | count MAE | median \\|α̂−α\\| (identified) | ms |",
+        out.append(
+            f"| {r['model']} | {'yes' if r['trained'] else 'no'} | {r['batch']} | {r['alpha']:+.2f} | "
+            f"{r['exact_rate']:.2f} ({r['exact_lo']:.2f}–{r['exact_hi']:.2f}) | {r['claimed_and_right']}/{r['claimed_total']} | "
+            f"{_fmt(r['alpha_err_median'], 4)} | {r['count_mae']:.2f} | {r['ms_median']:.1f} |"
+        )
+    out += ["", "| trained | clip | batch | local steps | α | exact counts (95 % CI) | claimed (right/claimed) | count MAE | "
+                "median \\|α̂−α\\| (identified) | ms |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["kind"] != "fedavg":
             continue
-        out.append(f"| {'yes' if r['trained'] else 'no'} | {r['clip']:g} | {r['batch']} | {r['steps']} | {r['alpha']:+.2f} | "
-                   f"{r['exact_rate']:.2f} ({r['exact_lo']:.2f}–{r['exact_hi']:.2f}) | {r['claimed_and_right']}/{r['claimed_total']} | "
-                   f"{r['count_mae']:.2f} | {_fmt(r['alpha_err_median'], 4)} ({r['alpha_identified']}/{r['trials']}) | {r['ms_median']:.1f} |")
+        out.append(
+            f"| {'yes' if r['trained'] else 'no'} | {r['clip']:g} | {r['batch']} | {r['steps']} | {r['alpha']:+.2f} | "
+            f"{r['exact_rate']:.2f} ({r['exact_lo']:.2f}–{r['exact_hi']:.2f}) | {r['claimed_and_right']}/{r['claimed_total']} | "
+            f"{r['count_mae']:.2f} | {_fmt(r['alpha_err_median'], 4)} ({r['alpha_identified']}/{r['trials']}) | "
+            f"{r['ms_median']:.1f} |"
+        )
     timing = [r for r in rows if r["kind"] == "timing"]
     if timing:
         out += ["", "| C | d | clipping | median ms | max ms |", "|---|---|---|---|---|"]
-        out += [f"| {r['classes']} | {r['features']} | {r['clip']:g} | {r['ms_median']:.1f} | {r['ms_max']:.1f} |" for r in timing]
+        out += [
+            f"| {r['classes']} | {r['features']} | {r['clip']:g} | {r['ms_median']:.1f} | {r['ms_max']:.1f} |" for r in timing
+        ]
     return "\n".join(out)
 
 

@@ -54,7 +54,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--figure", type=Path, default=None, help="write the attack-vs-real figure of the last repeat here")
-    parser.add_argument("--controls", action="store_true", help="also score the untrained, shuffled-label and public-data targets")
+    parser.add_argument(
+        "--controls", action="store_true", help="also score the untrained, shuffled-label and public-data targets"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     splits = load_dataset("digits")
@@ -87,7 +89,9 @@ def main() -> None:
             ("public_data_only", train_target(xp, yp - splits.num_classes, splits.num_classes, 0.0, 15, 0)),
         ):
             _, m = inversion.run(model, seed=0, extraction=False)
-            controls[name] = {k: round(m[k], 3) for k in ("target_accuracy", "acc1", "acc1_low", "acc1_high", "baseline_acc1", "lift")}
+            controls[name] = {
+                k: round(m[k], 3) for k in ("target_accuracy", "acc1", "acc1_low", "acc1_high", "baseline_acc1", "lift")
+            }
     print(json.dumps({
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),

@@ -181,7 +181,9 @@ def _plain_worker_init(config_toml: str) -> None:
     _WORKER.update(config=config, splits=splits, shards=client_partition(config, splits))
 
 
-def _plain_train(server_round: int, global_state: dict[str, np.ndarray], client_ids: list[int]) -> list[tuple[int, dict[str, np.ndarray]]]:
+def _plain_train(
+    server_round: int, global_state: dict[str, np.ndarray], client_ids: list[int]
+) -> list[tuple[int, dict[str, np.ndarray]]]:
     """One worker's share of a round, exactly as fedls' client trains (fresh model per client)."""
     import torch
     from torch.utils.data import Subset
@@ -303,7 +305,9 @@ def _child(side: str, config_toml: str, workers: int, out: Path) -> None:
     out.write_text(json.dumps(result))
 
 
-def _run_side(side: str, config_toml: str, workers: int, tmp: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], TreeMemorySampler]:
+def _run_side(
+    side: str, config_toml: str, workers: int, tmp: Path
+) -> tuple[dict[str, Any], dict[str, np.ndarray], TreeMemorySampler]:
     out = tmp / f"{side}.json"
     cmd = [sys.executable, __file__, "--child", side, "--child-config", str(tmp / "config.toml"),
            "--child-workers", str(workers), "--child-out", str(out)]
@@ -381,7 +385,8 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
-    parser.add_argument("--dataset", default="digits", help="digits holds 721 training samples: use fashion-mnist for 1,000 clients")
+    parser.add_argument("--dataset", default="digits",
+                        help="digits holds 721 training samples: use fashion-mnist for 1,000 clients")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--local-epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)

@@ -139,7 +139,8 @@ def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = [f"fedls {meta['fedls_version']}, commit {meta['commit']}; command: `{meta['command']}`; seeds {meta['seeds']}, "
              f"{meta['clients']} clients, {meta['rounds']} rounds; rates over clients × seeds with Wilson 95 % intervals.", "",
-             "| recipe | α | round | global acc. | exact counts (95 % CI) | count MAE | uniform-guess MAE | clients beating it | median \\|α̂−α\\| (identified) | false claims |",
+             "| recipe | α | round | global acc. | exact counts (95 % CI) | count MAE | uniform-guess MAE | clients beating it | "
+             "median \\|α̂−α\\| (identified) | false claims |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for cell in cells:
         err = "–" if cell["alpha_err_median"] is None else f"{cell['alpha_err_median']:.4f}"
@@ -199,12 +200,14 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     started = time.time()
-    rows = [r for recipe in RECIPES for alpha in args.alphas for seed in args.seeds for r in run(alpha, recipe, seed, args.clients, args.rounds)]
+    rows = [r for recipe in RECIPES for alpha in args.alphas for seed in args.seeds
+            for r in run(alpha, recipe, seed, args.clients, args.rounds)]
     import fedls
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     meta = {"fedls_version": getattr(fedls, "__version__", "unknown"), "commit": commit or "unknown",
-            "command": f"scripts/study_label_channel.py --seeds {' '.join(map(str, args.seeds))} --clients {args.clients} --rounds {args.rounds} --alphas {' '.join(map(str, args.alphas))}",
+            "command": f"scripts/study_label_channel.py --seeds {' '.join(map(str, args.seeds))} --clients {args.clients} "
+                       f"--rounds {args.rounds} --alphas {' '.join(map(str, args.alphas))}",
             "seeds": args.seeds, "clients": args.clients, "rounds": args.rounds, "seconds": time.time() - started}
     result = {"meta": meta, "cells": aggregate(rows), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,9 @@ def _run(alpha: float, seed: int) -> TrainedRun:
 def test_three_tables_and_cosine_curves() -> None:
     torch.manual_seed(0)
     runs = [_run(0.0, 1), _run(0.1, 2)]
-    options = ModelAttackOptions(ppa=PPAOptions(pool_size=40, candidates_per_class=4, samples_per_class=2, steps=5, batch_size=16))
+    options = ModelAttackOptions(
+        ppa=PPAOptions(pool_size=40, candidates_per_class=4, samples_per_class=2, steps=5, batch_size=16)
+    )
     eval_model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     result = analyse_stages(runs, Prior(_Gen()), eval_model, options)
     assert len(result.sampling) == 2 and len(result.optimisation) == 2 and len(result.selection) == 4

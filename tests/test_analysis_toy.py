@@ -84,7 +84,9 @@ def test_data_is_deterministic_and_centred() -> None:
         assert torch.allclose(x1[y1 == k].mean(0), torch.tensor(center), atol=0.1)
 
 
-@pytest.mark.parametrize("kwargs", [{"alphas": ()}, {"alphas": (1.5,)}, {"source_class": 2}, {"confidence": 0.2}, {"iterations": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"alphas": ()}, {"alphas": (1.5,)}, {"source_class": 2}, {"confidence": 0.2}, {"iterations": 0}]
+)
 def test_bad_config_is_rejected(kwargs) -> None:
     with pytest.raises(ConfigError):
         ToyConfig(**kwargs)

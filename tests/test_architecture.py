@@ -102,7 +102,8 @@ def test_no_attack_signature_mentions_ground_truth(package: str) -> None:
         for _, obj in inspect.getmembers(module):
             if getattr(obj, "__module__", None) != module.__name__:
                 continue
-            functions = [obj] if inspect.isfunction(obj) else [m for _, m in inspect.getmembers(obj, inspect.isfunction)] if inspect.isclass(obj) else []
+            functions = ([obj] if inspect.isfunction(obj)
+                         else [m for _, m in inspect.getmembers(obj, inspect.isfunction)] if inspect.isclass(obj) else [])
             for fn in functions:
                 seen += 1
                 text = str(inspect.signature(fn))

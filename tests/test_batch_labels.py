@@ -178,7 +178,9 @@ def test_fedavg_one_step_exact_with_unknown_clipping_scale(clip: float, digits) 
         start, after, steps, truth = _client_update(digits, rng, 32, recipe, seed=k)
         assert steps == 1
         # the server's view: weights, recipe, reported counts — never `truth`
-        result = recover_update_labels(start, after, recipe, num_examples=32, local_steps=steps, head_names=("head.weight", "head.bias"))
+        result = recover_update_labels(
+            start, after, recipe, num_examples=32, local_steps=steps, head_names=("head.weight", "head.bias")
+        )
         exact += np.array_equal(result.counts, truth) and result.success
         assert result.counts.sum() == 32
         if result.alpha_identifiable:
@@ -194,7 +196,9 @@ def test_fedavg_several_steps_counts_close_and_honestly_flagged(digits) -> None:
         recipe = ClientRecipe(lr=0.05, batch_size=16, local_epochs=1, max_grad_norm=0.0, alpha=0.1)
         start, after, steps, truth = _client_update(digits, rng, 48, recipe, seed=seed)
         assert steps == 3
-        result = recover_update_labels(start, after, recipe, num_examples=48, local_steps=steps, head_names=("head.weight", "head.bias"))
+        result = recover_update_labels(
+            start, after, recipe, num_examples=48, local_steps=steps, head_names=("head.weight", "head.bias")
+        )
         assert result.counts.sum() == 48
         if result.success:
             assert np.array_equal(result.counts, truth)
@@ -214,7 +218,9 @@ def test_default_recipe_counts_beat_the_uniform_guess(trained_steps: int, digits
         n = int(rng.integers(72, 109))
         start, after, steps, truth = _client_update(digits, rng, n, recipe, seed=seed, trained_steps=trained_steps)
         assert steps > 1
-        result = recover_update_labels(start, after, recipe, num_examples=n, local_steps=steps, head_names=("head.weight", "head.bias"))
+        result = recover_update_labels(
+            start, after, recipe, num_examples=n, local_steps=steps, head_names=("head.weight", "head.bias")
+        )
         assert result.counts.sum() == n and result.counts.min() >= 0 and result.counts.dtype.kind == "i"
         assert not result.success, "several clipped steps cannot certify exact counts"
         assert "direction_agreement" in result.diagnostics

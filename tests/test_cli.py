@@ -180,7 +180,11 @@ def test_section_flags_merge_into_a_config_file_key_by_key(tmp_path: Path, captu
     cfg = captured[-1]
     assert cfg.rounds == 4 and cfg.clients == 3 and cfg.private_cap == 20
     assert cfg.gradient_attack == {"clients": 3, "threat": "malicious-fedsgd", "tv_weight": 0.5}
-    assert cfg.model_attack == {"every": 2, "ppa": {"pool_size": 100, "classes": [0, 3], "samples_per_class": 2}, "prior": {"steps": 7}}
+    assert cfg.model_attack == {
+        "every": 2,
+        "ppa": {"pool_size": 100, "classes": [0, 3], "samples_per_class": 2},
+        "prior": {"steps": 7},
+    }
     assert cfg.central_dp == {"noise_multiplier": 0.5}
 
 
@@ -265,7 +269,9 @@ SIMULATE_RANGES = [
 
 
 @pytest.mark.parametrize(("flag", "value"), SIMULATE_RANGES, ids=[f"{f}={v}" for f, v in SIMULATE_RANGES])
-def test_every_declared_range_of_simulate_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, value: str) -> None:
+def test_every_declared_range_of_simulate_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, value: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["simulate", flag, value])
     assert_one_line_exit_2(result, tmp_path)

@@ -402,7 +402,8 @@ def test_docs_generator_replaces_only_marked_blocks(tmp_path):
     prose_before, prose_between, prose_after = "# Title\n\nHand-written intro.\n\n", "\nMore prose.\n\n", "\nThe end.\n"
     doc.write_text(
         prose_before + "<!-- generated:cmp/table -->\nold table\n<!-- /generated:cmp/table -->\n" + prose_between
-        + "<!-- generated:cmp/tests -->\n<!-- /generated:cmp/tests -->\n<!-- generated:cmp/plot -->\nold\n<!-- /generated:cmp/plot -->\n"
+        + "<!-- generated:cmp/tests -->\n<!-- /generated:cmp/tests -->\n"
+        "<!-- generated:cmp/plot -->\nold\n<!-- /generated:cmp/plot -->\n"
         + prose_after
     )
     images = tmp_path / "docs" / "img"
@@ -413,7 +414,8 @@ def test_docs_generator_replaces_only_marked_blocks(tmp_path):
     assert "old table" not in text and "85.0 ± 5.0 (+7.7*)" in text and "inside the noise" in text
     assert "![comparison: utility vs privacy](img/cmp.png)" in text and (images / "cmp.png").read_bytes()[:4] == b"\x89PNG"
     code = provenance()
-    stamp = f"Runs made by fedls {code['fedls_version']} at commit {code['git_commit']}; seeds 0, 1, 2; command: `fedls compare -e x.toml`."
+    stamp = (f"Runs made by fedls {code['fedls_version']} at commit {code['git_commit']}; seeds 0, 1, 2; "
+             "command: `fedls compare -e x.toml`.")
     assert text.count(stamp) == 3  # every block says which code, seeds and command made it
     assert "Regenerate: `python scripts/make_docs.py --results results`" in text
     # same results → same text: a second run changes nothing
@@ -431,7 +433,8 @@ def test_docs_generator_errors_and_check_mode(tmp_path):
     results = tmp_path / "results"
     fake_comparison(results)
     doc = tmp_path / "page.md"
-    doc.write_text("<!-- generated:cmp/table -->\n<!-- /generated:cmp/table -->\n<!-- generated:gone/table -->\nkept\n<!-- /generated:gone/table -->\n")
+    doc.write_text("<!-- generated:cmp/table -->\n<!-- /generated:cmp/table -->\n"
+                   "<!-- generated:gone/table -->\nkept\n<!-- /generated:gone/table -->\n")
     argv = ["--results", str(results), "--docs", str(doc), "--images", str(tmp_path / "img")]
     assert make_docs.main(argv) == 2  # gone/ has no results
     assert make_docs.main([*argv, "--skip-missing", "--check"]) == 1  # stale, nothing written
@@ -482,7 +485,9 @@ def test_provenance_names_the_commit_and_a_dirty_tree(tmp_path):
     (repo / "f.txt").write_text("1")
     git(repo, "add", "f.txt")
     git(repo, "commit", "-q", "-m", "c")
-    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert git_commit(repo) == head
     (repo / "f.txt").write_text("2")
     assert git_commit(repo) == f"{head}-dirty"

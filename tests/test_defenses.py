@@ -26,7 +26,9 @@ def digits():
 
 
 def small_shard(splits, n: int = 96):
-    return splits.train.subset(np.arange(n)) if hasattr(splits.train, "subset") else torch.utils.data.Subset(splits.train, range(n))
+    return (
+        splits.train.subset(np.arange(n)) if hasattr(splits.train, "subset") else torch.utils.data.Subset(splits.train, range(n))
+    )
 
 
 def context(round_: int = 1, state: dict | None = None, epochs: int = 1) -> TrainingContext:

@@ -62,14 +62,16 @@ def test_flat_keys_and_option_tables(tmp_path: Path) -> None:
     assert (config.rounds, config.clients, config.lr, config.alpha) == (3, 4, 0.1, -0.05)
     assert config.defense_options == {"lambda-x": 0.1, "sigma": 2.0} or config.defense_options == {"lambda_x": 0.1, "sigma": 2.0}
     assert config.gradient_attack_on() and not config.model_attack_on()
-    assert dict(config.gradient_attack) in ({"threat": "malicious-fedsgd", "recon-steps": 5}, {"threat": "malicious-fedsgd", "recon_steps": 5})
+    assert dict(config.gradient_attack) in (
+        {"threat": "malicious-fedsgd", "recon-steps": 5}, {"threat": "malicious-fedsgd", "recon_steps": 5})
     assert config.seed == 0  # "" = the fedls default
 
 
 def test_config_file_then_run_config_keys(tmp_path: Path) -> None:
     file = tmp_path / "exp.toml"
     file.write_text('rounds = 7\nlr = 0.2\ndefense = "bido"\n[defense-options]\nlambda-x = 0.2\nsigma = 3.0\n')
-    config = config_from_run_config({"config-file": str(file), "lr": 0.3, "defense-options": "sigma=4.0", "run-dir": str(tmp_path)})
+    config = config_from_run_config(
+        {"config-file": str(file), "lr": 0.3, "defense-options": "sigma=4.0", "run-dir": str(tmp_path)})
     assert config.rounds == 7 and config.lr == 0.3  # the run config overrides the file, key by key
     options = {k.replace("-", "_"): v for k, v in config.defense_options.items()}
     assert options == {"lambda_x": 0.2, "sigma": 4.0}
@@ -164,7 +166,8 @@ def test_flwr_run_local_simulation_as_in_the_readme() -> None:
         )
         assert configure.returncode == 0, configure.stdout + configure.stderr
         result = subprocess.run(
-            ["flwr", "run", ".", "--run-config", f"num-server-rounds=1 clients=2 local-epochs=1 attacks='none' run-dir='{runs}'", "--stream"],
+            ["flwr", "run", ".", "--run-config",
+             f"num-server-rounds=1 clients=2 local-epochs=1 attacks='none' run-dir='{runs}'", "--stream"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
         )
         out = result.stdout + result.stderr

@@ -42,7 +42,9 @@ def _splits() -> DatasetSplits:
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(40, 1, 8, 8, generator=gen) * 2 - 1
     data = ArrayDataset(images, torch.arange(40) % 10)
-    return DatasetSplits(name="toy", num_classes=10, image_shape=(1, 8, 8), train=data, test=data, public=data, public_kind="classes")
+    return DatasetSplits(
+        name="toy", num_classes=10, image_shape=(1, 8, 8), train=data, test=data, public=data, public_kind="classes"
+    )
 
 
 def _weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -67,9 +69,12 @@ def test_fedsgd_probe_observer(mixup: float) -> None:
     for client in sorted(probes):
         model = attack_model.__class__(1, 10)
         model.load_state_dict(attack_model.state_dict())
-        result = probe_gradient(model, splits.train, 0.2, 1, torch.Generator().manual_seed(client), torch.device("cpu"), mixup_beta=mixup or None)
+        result = probe_gradient(
+            model, splits.train, 0.2, 1, torch.Generator().manual_seed(client), torch.device("cpu"), mixup_beta=mixup or None
+        )
         updates.append(ClientUpdate(100 + client, client, 10, 1, recipe, global_weights, {}, result.gradient))
-        truth[client] = GroundTruth(client, np.bincount(result.labels.numpy(), minlength=10), 0.2, result.images, result.targets, result.labels, result.extra)
+        truth[client] = GroundTruth(client, np.bincount(result.labels.numpy(), minlength=10), 0.2, result.images, result.targets,
+                                    result.labels, result.extra)
     view = ServerView(1, recipe, global_weights, updates)
     log = FakeLog()
     observer.on_client_updates(view, truth, log)
@@ -101,7 +106,11 @@ def test_fedavg_probe_estimate_one_step_is_exact() -> None:
     recipe = ClientRecipe(lr=0.05, momentum=0.0, alpha=0.1, max_grad_norm=0.0)
     after = {k: v - recipe.lr * result.gradient[k] if k in result.gradient else v for k, v in global_weights.items()}
     update = ClientUpdate(905, 5, 1, 1, recipe, after, {})
-    truth = {5: GroundTruth(5, np.bincount(result.labels.numpy(), minlength=10), 0.1, result.images, result.targets, result.labels, result.extra)}
+    truth = {
+        5: GroundTruth(
+            5, np.bincount(result.labels.numpy(), minlength=10), 0.1, result.images, result.targets, result.labels, result.extra
+        )
+    }
     log = FakeLog()
     observer.on_client_updates(ServerView(1, recipe, global_weights, [update]), truth, log)
     assert log.values["leakage/gradient/probe_label_success"] == 1.0

@@ -50,7 +50,9 @@ def test_unrolling_beats_the_single_gradient_estimate_for_many_local_steps(seed:
     steps, lr = 8, 0.5
     start, observed = _client_update(model, image, target, steps=steps, lr=lr, clip=0.0)
     params = {n: start[n] for n, _ in model.named_parameters()}
-    unrolled = reconstruct_from_update(model, params, observed, target[0], (1, 8, 8), LocalRecipe(steps, lr, 0.9), steps=150, tv_weight=0.0)
+    unrolled = reconstruct_from_update(
+        model, params, observed, target[0], (1, 8, 8), LocalRecipe(steps, lr, 0.9), steps=150, tv_weight=0.0
+    )
     estimate = {n: -observed[n] / (lr * steps) for n in params}
     naive = reconstruct_image(model, estimate, target[0], (1, 8, 8), steps=150, tv_weight=0.0)
     assert image_metrics(unrolled.image, image)["psnr"] > image_metrics(naive.image, image)["psnr"] + 5

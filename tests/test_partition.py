@@ -39,7 +39,10 @@ def _mean_label_entropy(shards: list[np.ndarray]) -> float:
 
 
 def test_dirichlet_skew_grows_as_beta_shrinks() -> None:
-    entropies = [np.mean([_mean_label_entropy(partition(LABELS, 10, "dirichlet", s, beta)) for s in range(5)]) for beta in (100.0, 1.0, 0.1)]
+    entropies = [
+        np.mean([_mean_label_entropy(partition(LABELS, 10, "dirichlet", s, beta)) for s in range(5)])
+        for beta in (100.0, 1.0, 0.1)
+    ]
     assert entropies[0] > entropies[1] > entropies[2]
     assert entropies[0] > 2.2  # near-uniform labels per client (ln 10 ≈ 2.30)
 

@@ -65,7 +65,8 @@ class RayHead:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     pass
-                out = subprocess.run([str(RAY), "status", f"--address={self.address}"], capture_output=True, text=True, timeout=30)
+                out = subprocess.run([str(RAY), "status", f"--address={self.address}"],
+                                     capture_output=True, text=True, timeout=30)
                 if out.returncode == 0 and "CPU" in out.stdout:
                     return
             except (OSError, subprocess.TimeoutExpired):

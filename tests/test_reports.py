@@ -62,7 +62,8 @@ def test_report_groups_rows_with_direction_and_baselines(tmp_path: Path) -> None
     assert report.status == "complete" and report.alpha == -0.05 and report.git_commit == "abc123"
     rows = {row.tag: row for row in report.rows}
     accuracy = rows["global/accuracy"]
-    assert (accuracy.group, accuracy.value, accuracy.baseline, accuracy.baseline_label, accuracy.arrow) == (UTILITY, 0.9, 0.1, "round 0", "↑")
+    assert (accuracy.group, accuracy.value, accuracy.baseline, accuracy.baseline_label, accuracy.arrow) == (
+        UTILITY, 0.9, 0.1, "round 0", "↑")
     counts = rows[f"{G}label_count_accuracy"]
     assert counts.group == GRADIENT and counts.arrow == "↑" and counts.value == 0.5
     assert counts.mean == pytest.approx(0.75) and counts.rounds_measured == 2

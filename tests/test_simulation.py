@@ -81,7 +81,9 @@ def test_attacks_never_change_training(two_runs: tuple[SimulationResult, Simulat
     off = simulate(tiny_config(tmp_path, "off", attacks="none"))
     assert utility(off.run.metrics()) == attacked
     assert not any(k.startswith("leakage/") for r in off.run.metrics() for k in r)
-    probed = simulate(tiny_config(tmp_path, "probe", attacks="gradient", gradient_attack={"threat": "malicious-fedsgd", "recon_steps": 3}))
+    probed = simulate(
+        tiny_config(tmp_path, "probe", attacks="gradient", gradient_attack={"threat": "malicious-fedsgd", "recon_steps": 3})
+    )
     assert utility(probed.run.metrics()) == attacked
     assert probed.summary["threat_mode"]["gradient"] == "malicious-fedsgd"
     assert all(r["leakage/gradient/probe_label_success"] == 1.0 for r in probed.run.metrics()[1:])
@@ -154,7 +156,9 @@ def test_ctrl_c_keeps_finished_rounds_and_marks_the_run(tmp_path: Path) -> None:
 def test_a_round_where_every_client_fails_ends_the_run_with_the_reason(tmp_path: Path) -> None:
     from fedls.federation.faults import TooFewClients
 
-    config = RunConfig(clients=2, rounds=5, local_epochs=1, lr=1e30, max_grad_norm=0.0, run_dir=str(tmp_path), name="nan", attacks="none")
+    config = RunConfig(
+        clients=2, rounds=5, local_epochs=1, lr=1e30, max_grad_norm=0.0, run_dir=str(tmp_path), name="nan", attacks="none"
+    )
     with pytest.raises(TooFewClients, match="round 1: only 0 of 2 clients replied.*first failure: .*training loss became nan"):
         simulate(config)
     summary = RunDirectory.open(tmp_path / "nan").summary()

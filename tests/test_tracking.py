@@ -78,7 +78,8 @@ def test_layout_puts_privacy_vs_utility_first_and_shows_every_scalar(tmp_path: P
     events = accumulator(run.path)
     layout = latest_layout(events)
     titles = [c.title for c in layout.category]
-    assert titles == ["Privacy vs utility", "Utility", "Gradient leakage", "Model-inversion leakage", "Diagnostics", "Bookkeeping"]
+    assert titles == [
+        "Privacy vs utility", "Utility", "Gradient leakage", "Model-inversion leakage", "Diagnostics", "Bookkeeping"]
 
     headline = layout.category[0]
     assert [chart_tags(c) for c in headline.chart] == [
@@ -207,7 +208,8 @@ def test_hparams_of_an_interrupted_run_and_tolerated_missing_config(tmp_path: Pa
 
 def test_hparam_values_leave_out_what_the_config_lacks() -> None:
     values = hparam_values({"dataset": "digits", "alpha": 0.1, "seed": 3, "gradient_attack": {"threat": "malicious-fedsgd"}})
-    assert values == {"dataset": "digits", "alpha": 0.1, "seed": 3.0, "gradient_threat": "malicious-fedsgd", "defense_options": "{}"}
+    assert values == {
+        "dataset": "digits", "alpha": 0.1, "seed": 3.0, "gradient_threat": "malicious-fedsgd", "defense_options": "{}"}
 
 
 def test_per_client_values_go_to_jsonl_and_histograms_not_scalar_cards(tmp_path: Path) -> None:

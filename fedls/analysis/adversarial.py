@@ -53,7 +53,11 @@ def attack_objective(logits: torch.Tensor, labels: torch.Tensor, targets: torch.
     useful gradient where the softmax saturates (Fu et al. 2020, §3.1).
     """
     if loss == "ce":
-        return -F.cross_entropy(logits, targets, reduction="none") if targets is not None else F.cross_entropy(logits, labels, reduction="none")
+        return (
+            -F.cross_entropy(logits, targets, reduction="none")
+            if targets is not None
+            else F.cross_entropy(logits, labels, reduction="none")
+        )
     ref = targets if targets is not None else labels
     z_ref = logits.gather(1, ref[:, None])[:, 0]
     others = logits.masked_fill(F.one_hot(ref, logits.shape[1]).bool(), float("-inf")).amax(1)
@@ -96,20 +100,23 @@ def run_attack(
         raise ConfigError(f"epsilon must be >= 0 (got {eps})")
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    best = None
-    best_success = best_obj = None
+    kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (best x, its success, its objective)
     for _ in range(spec.restarts):
         x = _single_run(model, images, labels, targets, eps, spec, generator)
         with torch.no_grad():
             logits = model(x)
             success = is_success(logits, labels, targets)
             obj = attack_objective(logits, labels, targets, spec.loss)
-        if best is None:
-            best, best_success, best_obj = x, success, obj
+        if kept is None:
+            kept = (x, success, obj)
             continue
+        best, best_success, best_obj = kept
         better = (success & ~best_success) | (~best_success & ~success & (obj > best_obj))
-        best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x, best)
-        best_success = best_success | success
-        best_obj = torch.where(better, obj, best_obj)
-    assert best is not None
-    return best
+        kept = (
+            torch.where(better.view(-1, *[1] * (x.dim() - 1)), x, best),
+            best_success | success,
+            torch.where(better, obj, best_obj),
+        )
+    # AttackSpec guarantees restarts >= 1, so the loop ran and kept a result.
+    assert kept is not None
+    return kept[0]

@@ -63,7 +63,9 @@ def select_samples(labels: np.ndarray, max_per_class: int, max_classes: int) -> 
 
 
 @torch.no_grad()
-def penultimate_features(model: Classifier, dataset: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def penultimate_features(
+    model: Classifier, dataset: Dataset, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features, labels, images)`` of every sample of ``dataset`` with the model in eval mode."""
     model.eval()
     feats, labels, images = [], [], []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -15,15 +16,18 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from fedls.analysis.embeddings import EmbeddingAnalysis  # noqa: E402
 
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
 
 def tsne_figure(analyses: Sequence[EmbeddingAnalysis]) -> Figure:
     """One t-SNE panel per model; colours cycle through tab20 (reused above 20 classes, as in Fig. 4)."""
-    shown = [a for a in analyses if a.tsne is not None]
+    shown = [(a, a.tsne) for a in analyses if a.tsne is not None]
     fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.6 * max(len(shown), 1), 3.6), squeeze=False)
-    cmap = plt.get_cmap("tab20" if max((int(a.labels.max()) + 1 for a in shown), default=10) > 10 else "tab10")
-    for ax, a in zip(axes[0], shown, strict=False):
+    cmap = plt.get_cmap("tab20" if max((int(a.labels.max()) + 1 for a, _ in shown), default=10) > 10 else "tab10")
+    for ax, (a, tsne) in zip(axes[0], shown, strict=False):
         labels = a.labels.numpy()
-        ax.scatter(a.tsne[:, 0], a.tsne[:, 1], c=[cmap(int(c) % cmap.N) for c in labels], s=5)
+        ax.scatter(tsne[:, 0], tsne[:, 1], c=[cmap(int(c) % cmap.N) for c in labels], s=5)
         ax.set_title(a.label, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -51,7 +55,7 @@ def violin_figure(analyses: Sequence[EmbeddingAnalysis]) -> Figure:
     return fig
 
 
-def add_projector(writer: object, analysis: EmbeddingAnalysis, class_names: Sequence[str], global_step: int = 0) -> None:
+def add_projector(writer: SummaryWriter, analysis: EmbeddingAnalysis, class_names: Sequence[str], global_step: int = 0) -> None:
     """TensorBoard projector: features with class metadata and the images as sprites."""
     images = analysis.images.float()
     if images.min() < 0:  # fedls images live in [-1, 1]; sprites want [0, 1]
@@ -61,7 +65,7 @@ def add_projector(writer: object, analysis: EmbeddingAnalysis, class_names: Sequ
     labels = analysis.labels.tolist()
     metadata = [class_names[c] if c < len(class_names) else str(c) for c in labels]
     tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in analysis.label)
-    writer.add_embedding(analysis.features, metadata=metadata, label_img=images, global_step=global_step, tag=tag)  # type: ignore[attr-defined]
+    writer.add_embedding(analysis.features, metadata=metadata, label_img=images, global_step=global_step, tag=tag)
 
 
 def save(fig: Figure, path: Path, dpi: int = 90) -> None:

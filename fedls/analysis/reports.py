@@ -9,17 +9,20 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedls.analysis.outputs import summary_stats, write_csv, write_json
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger(__name__)
 
 PATH_POINTS = 500  # paths.csv keeps at most this many points per path (first and last always)
 
 
-def _writer(out: Path):  # noqa: ANN202 - SummaryWriter is imported lazily (slow import)
-    from torch.utils.tensorboard import SummaryWriter
+def _writer(out: Path) -> SummaryWriter:
+    from torch.utils.tensorboard import SummaryWriter  # imported lazily (slow import)
 
     return SummaryWriter(log_dir=str(out / "tensorboard"))
 
@@ -33,7 +36,7 @@ def write_toy_report(result: Any, out: Path, figure_seed: int | None = None) -> 
     config = result.models.config
     rows = result.rows()
     write_csv(out / "toy_runs.csv", rows)
-    path_rows = []
+    path_rows: list[dict[str, Any]] = []
     for variant, attack in (("stop", result.stopped), ("fixed", result.fixed)):
         for i, (seed, alpha) in enumerate(result.models.pairs):
             path = attack.paths[i]
@@ -41,14 +44,17 @@ def write_toy_report(result: Any, out: Path, figure_seed: int | None = None) -> 
             keep = list(range(0, len(path), stride))
             if keep[-1] != len(path) - 1:
                 keep.append(len(path) - 1)
-            path_rows.extend({"variant": variant, "alpha": alpha, "seed": seed, "step": t, "x": float(path[t, 0]), "y": float(path[t, 1])} for t in keep)
+            path_rows.extend(
+                {"variant": variant, "alpha": alpha, "seed": seed, "step": t, "x": float(path[t, 0]), "y": float(path[t, 1])}
+                for t in keep
+            )
     write_csv(out / "toy_paths.csv", path_rows)
 
     table = []
     per_alpha: dict[str, Any] = {}
     for alpha in config.alphas:
         sub = [r for r in rows if r["alpha"] == alpha]
-        entry = {
+        entry: dict[str, Any] = {
             "steps": summary_stats(r["steps"] for r in sub),
             "distance": summary_stats(r["distance"] for r in sub),
             "distance_reached_only": summary_stats(r["distance"] for r in sub if r["reached"]),
@@ -63,10 +69,13 @@ def write_toy_report(result: Any, out: Path, figure_seed: int | None = None) -> 
             "reached": f"{entry['reached']}/{len(sub)}",
             "dist (reached)": f"{entry['distance_reached_only']['mean']:.2f} ± {entry['distance_reached_only']['std']:.2f}",
             "dist (all)": f"{entry['distance']['mean']:.2f} ± {entry['distance']['std']:.2f}",
-            f"dist after {config.fixed_steps} steps": f"{entry['fixed_steps_distance']['mean']:.2f} ± {entry['fixed_steps_distance']['std']:.2f}",
+            f"dist after {config.fixed_steps} steps":
+                f"{entry['fixed_steps_distance']['mean']:.2f} ± {entry['fixed_steps_distance']['std']:.2f}",
         })
     geometry = {
-        "classes": {i: {"center": list(c), "std": config.std, "samples": config.samples_per_class} for i, c in enumerate(config.centers)},
+        "classes": {
+            i: {"center": list(c), "std": config.std, "samples": config.samples_per_class} for i, c in enumerate(config.centers)
+        },
         "start_point": list(config.start_point),
         "source_class": config.source_class,
         "target_class": config.target_class,
@@ -124,7 +133,9 @@ def write_embedding_report(analyses: Sequence[Any], class_names: Sequence[Sequen
     ]
 
 
-def write_robustness_report(label: str, clean_accuracy: float, rows: Sequence[Any], config: Any, reference_note: str, out: Path) -> list[dict[str, Any]]:
+def write_robustness_report(
+    label: str, clean_accuracy: float, rows: Sequence[Any], config: Any, reference_note: str, out: Path
+) -> list[dict[str, Any]]:
     """``robustness.json`` / ``robustness.csv`` (one row per attack and mode),
     ``robustness.png`` (accuracy under each attack) and TensorBoard scalars."""
     import matplotlib
@@ -144,7 +155,10 @@ def write_robustness_report(label: str, clean_accuracy: float, rows: Sequence[An
     fig, ax = plt.subplots(figsize=(7, 3.2))
     width = 0.4
     for j, mode in enumerate(("untargeted", "targeted")):
-        vals = [next(r.accuracy if mode == "untargeted" else r.success for r in rows if r.attack == a and r.mode == mode) for a in attacks]
+        vals = [
+            next(r.accuracy if mode == "untargeted" else r.success for r in rows if r.attack == a and r.mode == mode)
+            for a in attacks
+        ]
         ax.bar([i + (j - 0.5) * width for i in range(len(attacks))], vals, width,
                label="untargeted: accuracy under attack" if mode == "untargeted" else "targeted: success rate")
     ax.axhline(clean_accuracy, color="k", linestyle="--", linewidth=0.8, label="clean accuracy")
@@ -185,7 +199,9 @@ def write_stages_report(result: Any, out: Path) -> dict[str, list[dict[str, Any]
         {"model": label, "step": t + 2, "mean": m, "std": s}
         for label, curve in result.cosine_curves.items() for t, (m, s) in enumerate(zip(curve["mean"], curve["std"], strict=True))
     ])
-    write_json(out / "stages.json", {"sampling": result.sampling, "optimisation": result.optimisation, "selection": result.selection})
+    write_json(
+        out / "stages.json", {"sampling": result.sampling, "optimisation": result.optimisation, "selection": result.selection}
+    )
     fig, ax = plt.subplots(figsize=(5, 3))
     writer = _writer(out)
     for label, curve in result.cosine_curves.items():

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from fedls.analysis.adversarial import AttackSpec, is_success, run_attack
+from fedls.data.base import ImageDataset
 from fedls.errors import ConfigError
+from fedls.models.base import Classifier
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, int, int], None]
@@ -72,9 +74,9 @@ def random_targets(labels: torch.Tensor, num_classes: int, generator: torch.Gene
     return (labels + shift) % num_classes
 
 
-def take(dataset: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def take(dataset: ImageDataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` samples of ``dataset`` as tensors."""
-    xs, ys = next(iter(DataLoader(dataset, batch_size=min(n, len(dataset)), shuffle=False)))  # type: ignore[arg-type]
+    xs, ys = next(iter(DataLoader(dataset, batch_size=min(n, len(dataset)), shuffle=False)))
     return xs, torch.as_tensor(ys)
 
 
@@ -86,7 +88,9 @@ class RobustnessRow:
     success: float  # untargeted: pred ≠ y among clean-correct; targeted: pred = t among all
 
 
-def _score(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, clean_correct: torch.Tensor) -> tuple[float, float]:
+def _score(
+    logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, clean_correct: torch.Tensor
+) -> tuple[float, float]:
     accuracy = float((logits.argmax(1) == labels).float().mean())
     success = is_success(logits, labels, targets)
     if targets is None:
@@ -97,7 +101,7 @@ def _score(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | N
 
 
 def evaluate_robustness(
-    model: torch.nn.Module, reference: torch.nn.Module | None, dataset: Dataset, num_classes: int,
+    model: torch.nn.Module, reference: torch.nn.Module | None, dataset: ImageDataset, num_classes: int,
     config: RobustnessConfig, progress: ProgressFn | None = None,
 ) -> tuple[float, list[RobustnessRow]]:
     """Clean accuracy and one row per (attack, mode), transfer from ``reference`` last."""
@@ -131,8 +135,8 @@ def evaluate_robustness(
 
 
 def train_reference(
-    model: torch.nn.Module, dataset: Dataset, config: RobustnessConfig, progress: ProgressFn | None = None
-) -> torch.nn.Module:
+    model: Classifier, dataset: ImageDataset, config: RobustnessConfig, progress: ProgressFn | None = None
+) -> Classifier:
     """Train ``model`` (fresh weights) centrally with hard labels: the transfer source (Fu et al. 2020, §3.5)."""
     from fedls.defenses.base import Defense, TrainingContext
     from fedls.training.local import train_local
@@ -140,9 +144,10 @@ def train_reference(
 
     generator = seed_everything(config.seed)
     for epoch in range(config.reference_epochs):
-        ctx = TrainingContext(server_round=epoch + 1, client_id=0, num_samples=len(dataset), batch_size=config.reference_batch_size,  # type: ignore[arg-type]
-                              local_epochs=1, lr=config.reference_lr, device=torch.device("cpu"))
-        result = train_local(model, dataset, 0.0, ctx, Defense(), generator)  # type: ignore[arg-type]
+        ctx = TrainingContext(server_round=epoch + 1, client_id=0, num_samples=len(dataset),
+                              batch_size=config.reference_batch_size, local_epochs=1, lr=config.reference_lr,
+                              device=torch.device("cpu"))
+        result = train_local(model, dataset, 0.0, ctx, Defense(), generator)
         log.info("reference epoch %d loss %.4f", epoch + 1, result.loss)
         if progress is not None:
             progress("reference training", epoch + 1, config.reference_epochs)

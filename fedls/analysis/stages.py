@@ -104,16 +104,21 @@ def analyse_stages(
         # Stage 1: same pool (same rng seed) for every model
         picked = []
         for run in runs:
-            latents, targets, scores = sample_latents(run.model, prior, classes, config, device, torch.Generator().manual_seed(config.seed))
+            latents, targets, scores = sample_latents(
+                run.model, prior, classes, config, device, torch.Generator().manual_seed(config.seed)
+            )
             picked.append((latents, targets))
             result.sampling.append({"sampling_model": run.label, "alpha": run.config.alpha,
-                                    "target_confidence": float(scores.mean()), **score_images(eval_model, _generate(prior, latents), targets)})
+                                    "target_confidence": float(scores.mean()),
+                                    **score_images(eval_model, _generate(prior, latents), targets)})
             tick()
         # Stage 2: the baseline's candidates, optimised against each model
         base_latents, base_targets = picked[0]
         optimised = []
         for run in runs:
-            z, cos_mean, cos_std, _ = optimise_latents(run.model, prior, base_latents, base_targets, config, torch.Generator().manual_seed(config.seed + 1))
+            z, cos_mean, cos_std, _ = optimise_latents(
+                run.model, prior, base_latents, base_targets, config, torch.Generator().manual_seed(config.seed + 1)
+            )
             optimised.append(z)
             result.cosine_curves[run.label] = {"mean": cos_mean, "std": cos_std}
             n = max(len(cos_mean), 1)
@@ -127,7 +132,9 @@ def analyse_stages(
         # Stage 3: each model's optimised candidates, re-selected by every model
         for opt_run, z in zip(runs, optimised, strict=True):
             for sel_run in runs:
-                images, kept, _, _ = select_results(sel_run.model, prior, z, base_targets, classes, config, torch.Generator().manual_seed(config.seed + 2))
+                images, kept, _, _ = select_results(
+                    sel_run.model, prior, z, base_targets, classes, config, torch.Generator().manual_seed(config.seed + 2)
+                )
                 result.selection.append({"optimisation_model": opt_run.label, "selection_model": sel_run.label,
                                          "alpha": sel_run.config.alpha, **score_images(eval_model, images, kept)})
                 tick()

@@ -63,8 +63,12 @@ def summary_figure(result: ToyResult) -> Figure:
     """Steps and distance to the target class per α over all seeds (mean ± std, dots = seeds)."""
     alphas = list(result.models.config.alphas)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    for ax, key, title in zip(axes, ("steps", "distance", "fixed_steps_distance"),
-                              ("attack steps to 95%", "distance to target data (stop at 95%)", "distance (fixed steps)"), strict=True):
+    for ax, key, title in zip(
+        axes,
+        ("steps", "distance", "fixed_steps_distance"),
+        ("attack steps to 95%", "distance to target data (stop at 95%)", "distance (fixed steps)"),
+        strict=True,
+    ):
         values = result.per_alpha(key)
         for i, a in enumerate(alphas):
             v = np.array(values[a])

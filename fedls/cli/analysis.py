@@ -31,7 +31,9 @@ FROM_RUN = shown_default("the first run's model_attack table, else the PPA defau
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar fed by the library's ``progress(stage, done, total)`` callbacks."""
-    bar = Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    bar = Progress(
+        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
     tasks: dict[str, Any] = {}
 
     def update(stage: str, done: int, total: int) -> None:
@@ -63,12 +65,18 @@ def _run_dirs(paths: Sequence[Path]) -> None:
 @app.command()
 @guarded
 def toy(
-    alpha: Annotated[Optional[list[float]], Opt("--alpha", "-a", help="Smoothing factor, repeatable. \\[default: 0, 0.05, -0.05]")] = None,
+    alpha: Annotated[
+        Optional[list[float]], Opt("--alpha", "-a", help="Smoothing factor, repeatable. \\[default: 0, 0.05, -0.05]")
+    ] = None,
     num_seeds: Annotated[int, Opt("--num-seeds", min=1, help="Number of seeds (0..N-1): data, initialisation.")] = 5,
     iterations: Annotated[int, Opt(min=1, help="Full-batch SGD iterations (seed 001 Appx. B.6: 5000).")] = 5000,
     fixed_steps: Annotated[int, Opt(min=1, help="Steps of the attack variant without stopping rule (Fig. 8).")] = 5000,
-    start: Annotated[Optional[str], Opt(help="Attack start point 'x,y'. \\[default: green centre moved 1 toward orange: (-1.5, -1.5)]")] = None,
-    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: runs/analysis/toy, suffixed if taken]")] = None,
+    start: Annotated[
+        Optional[str], Opt(help="Attack start point 'x,y'. \\[default: green centre moved 1 toward orange: (-1.5, -1.5)]")
+    ] = None,
+    out: Annotated[
+        Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: runs/analysis/toy, suffixed if taken]")
+    ] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """The 2-D toy example (seed 001 §3, Fig. 1/8): attack steps and distance to the target data per α."""
@@ -105,7 +113,9 @@ def embeddings(
     max_classes: Annotated[int, Opt(min=1, help="Classes shown/measured (Fig. 4 uses 100).")] = 100,
     tsne: Annotated[bool, Opt("--tsne/--no-tsne", help="Compute the t-SNE picture.")] = True,
     seed: Annotated[int, Opt(help="t-SNE seed.")] = 0,
-    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: <first run>/analysis/embeddings]")] = None,
+    out: Annotated[
+        Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: <first run>/analysis/embeddings]")
+    ] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """Penultimate-layer geometry (seed 001 §4.3, Fig. 4/5): t-SNE, distance violins, TensorBoard projector."""
@@ -123,7 +133,9 @@ def embeddings(
     with _progress() as progress:
         for i, run in enumerate(runs):
             progress("models", i, len(runs))
-            analyses.append(analyse_embeddings(run.model, run.splits.train, run.splits.train_targets, config, run.label, run.config.alpha))
+            analyses.append(
+                analyse_embeddings(run.model, run.splits.train, run.splits.train_targets, config, run.label, run.config.alpha)
+            )
             names.append(run.splits.class_names or [str(c) for c in range(run.splits.num_classes)])
             progress("models", i + 1, len(runs))
     rows = write_embedding_report(analyses, names, target)
@@ -135,12 +147,18 @@ def embeddings(
 @guarded
 def robustness(
     run_dir: Annotated[Path, Arg(help="Run directory with a final model.pt.")],
-    reference: Annotated[Optional[Path], Opt(help="Hard-label (α=0) run whose model crafts the transfer attack. \\[default: train one centrally]")] = None,
-    epsilon: Annotated[float, Opt(click_type=FiniteFloat(min=0.0, max=2.0),
-                                  help="L∞ radius in the \\[-1, 1] image range (0.25 = 32/255 in \\[0, 1]).")] = 0.25,
+    reference: Annotated[
+        Optional[Path], Opt(help="Hard-label (α=0) run whose model crafts the transfer attack. \\[default: train one centrally]")
+    ] = None,
+    epsilon: Annotated[
+        float,
+        Opt(click_type=FiniteFloat(min=0.0, max=2.0), help="L∞ radius in the \\[-1, 1] image range (0.25 = 32/255 in \\[0, 1])."),
+    ] = 0.25,
     test_samples: Annotated[int, Opt("--test-samples", min=1, help="Test samples attacked.")] = 200,
     seed: Annotated[int, Opt(help="Seed for random starts, targets and the reference model.")] = 0,
-    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: <run>/analysis/robustness]")] = None,
+    out: Annotated[
+        Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: <run>/analysis/robustness]")
+    ] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """Adversarial robustness (seed 001 Appx. C.8, seed 004): FGSM, PGD variants, margin loss, transfer."""
@@ -163,8 +181,12 @@ def robustness(
             ref_model: torch.nn.Module = ref_run.model
             note = f"run {ref_run.path} (α={ref_run.config.alpha:g})"
         else:
-            ref_model = train_reference(build_global_model(run.config.with_overrides(weights=None), run.splits), run.splits.train, config, progress)
-            note = f"trained centrally here: {run.config.model}, α=0, {config.reference_epochs} epochs on the run's training split"
+            ref_model = train_reference(
+                build_global_model(run.config.with_overrides(weights=None), run.splits), run.splits.train, config, progress
+            )
+            note = (
+                f"trained centrally here: {run.config.model}, α=0, {config.reference_epochs} epochs on the run's training split"
+            )
         console.print(f"transfer source: {note}")
         clean, rows = evaluate_robustness(run.model, ref_model, run.splits.test, run.splits.num_classes, config, progress)
     table = write_robustness_report(run.label, clean, rows, config, note, target)
@@ -178,8 +200,12 @@ def stages(
     run_dirs: Annotated[list[Path], Arg(help="Run directories (hard-label baseline first), same dataset.")],
     attack_steps: Annotated[Optional[int], Opt("--attack-steps", min=0, help=f"Optimisation steps (stage 2). {FROM_RUN}")] = None,
     pool_size: Annotated[Optional[int], Opt(min=1, help=f"Latents scored in stage 1. {FROM_RUN}")] = None,
-    classes: Annotated[Optional[str], Opt(help=f"Attacked classes: all, a number (seeded random subset) or a list like 0,3,7. {FROM_RUN}")] = None,
-    out: Annotated[Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: <first run>/analysis/stages]")] = None,
+    classes: Annotated[
+        Optional[str], Opt(help=f"Attacked classes: all, a number (seeded random subset) or a list like 0,3,7. {FROM_RUN}")
+    ] = None,
+    out: Annotated[
+        Optional[Path], Opt(help="Output folder (must be new or empty). \\[default: <first run>/analysis/stages]")
+    ] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """Attack-stage ablation (seed 001 §4.4, Appx. C.4): sampling, optimisation (gradient cosine), selection."""

@@ -23,13 +23,16 @@ def attack_gradient(
         show_default=False)] = None,
     model: Annotated[str, Opt(help="Model of a fresh global model (ignored with RUN).")] = "cnn",
     dataset: Annotated[str, Opt(help="Dataset of a fresh global model (ignored with RUN).")] = "digits",
-    sample_indices: Annotated[str, Opt("--sample-indices", help="Comma-separated training-sample indices, one probe each.")] = "0,1,2,3",
+    sample_indices: Annotated[str, Opt(
+        "--sample-indices", help="Comma-separated training-sample indices, one probe each.")] = "0,1,2,3",
     alpha: Annotated[float, Opt(help="Label-smoothing factor the victim trains with.")] = 0.1,
     mixup: Annotated[Optional[float], schema_option(GradientAttackOptions, "mixup")] = None,
     recon_steps: Annotated[int, Opt(help="Image-reconstruction Adam steps per probe; 0 = labels and features only.")] = 100,
     tv_weight: Annotated[Optional[float], schema_option(GradientAttackOptions, "tv_weight")] = None,
     seed: Annotated[int, Opt(help="Seed of the fresh model.")] = 0,
-    out: Annotated[Optional[Path], Opt(help=f"Output folder for JSON and PNG (must be new or empty). {shown_default('<run>/gradient_attack or runs/gradient-attack')}")] = None,
+    out: Annotated[Optional[Path], Opt(
+        help="Output folder for JSON and PNG (must be new or empty). "
+        f"{shown_default('<run>/gradient_attack or runs/gradient-attack')}")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show logs.")] = False,
 ) -> None:
     """Recover soft labels (and optionally images) from single-sample gradients (a malicious FedSGD probe)."""
@@ -50,7 +53,9 @@ def attack_gradient(
     config = RunConfig.parse({"model": model, "dataset": dataset, "seed": seed, "alpha": alpha}, "flags")
     report = run_gradient_study(config, indices, alpha, options, out, run_dir=run)
     table = Table(title="gradient attack (soft-label recovery)")
-    columns = ["sample", "true_label", "recovered_label", "label_success", "alpha_hat", "label_max_error", "recon_psnr", "idlg_psnr"]
+    columns = [
+        "sample", "true_label", "recovered_label", "label_success", "alpha_hat", "label_max_error", "recon_psnr", "idlg_psnr",
+    ]
     for column in columns:
         table.add_column(column)
     for row in report.rows:

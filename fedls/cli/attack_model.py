@@ -80,7 +80,9 @@ class TaskBars:
 
 
 def make_progress() -> Progress:
-    return Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    return Progress(
+        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
 
 
 def metrics_table(title: str, metrics: dict[str, float]) -> Table:
@@ -98,24 +100,55 @@ PPA, PRIOR, JUDGE, RUN = "Attack (PPA)", "Prior", "Judge (scoring)", "Execution"
 @attack_app.command("model")
 @guarded
 def attack_model(
-    run: Annotated[Path, Arg(help="A finished run directory (config.toml + model.pt) or a model file inside one.", show_default=False)],
-    classes: Annotated[Optional[str], Opt(rich_help_panel=PPA, help=f"Attacked classes: all, a number (seeded random subset) or a list like 0,3,7. {shown_default('all')}")] = None,
-    images_per_class: Annotated[Optional[int], schema_option(PPAOptions, "samples_per_class", "--images-per-class", panel=PPA)] = None,
-    candidates_per_class: Annotated[Optional[int], schema_option(PPAOptions, "candidates_per_class", "--candidates", panel=PPA)] = None,
+    run: Annotated[
+        Path, Arg(help="A finished run directory (config.toml + model.pt) or a model file inside one.", show_default=False)
+    ],
+    classes: Annotated[
+        Optional[str],
+        Opt(
+            rich_help_panel=PPA,
+            help=f"Attacked classes: all, a number (seeded random subset) or a list like 0,3,7. {shown_default('all')}",
+        ),
+    ] = None,
+    images_per_class: Annotated[
+        Optional[int], schema_option(PPAOptions, "samples_per_class", "--images-per-class", panel=PPA)
+    ] = None,
+    candidates_per_class: Annotated[
+        Optional[int], schema_option(PPAOptions, "candidates_per_class", "--candidates", panel=PPA)
+    ] = None,
     pool_size: Annotated[Optional[int], schema_option(PPAOptions, "pool_size", "--pool-size", panel=PPA)] = None,
     attack_steps: Annotated[Optional[int], schema_option(PPAOptions, "steps", "--attack-steps", panel=PPA)] = None,
     loss: Annotated[Optional[str], schema_option(PPAOptions, "loss", panel=PPA)] = None,
     ranking: Annotated[Optional[str], schema_option(PPAOptions, "ranking", panel=PPA)] = None,
-    seed: Annotated[Optional[int], Opt(rich_help_panel=PPA, help=f"Attack seed, combined with the run's seed. {shown_default('0')}")] = None,
+    seed: Annotated[
+        Optional[int], Opt(rich_help_panel=PPA, help=f"Attack seed, combined with the run's seed. {shown_default('0')}")
+    ] = None,
     prior_steps: Annotated[Optional[int], schema_option(PriorOptions, "steps", "--prior-steps", panel=PRIOR)] = None,
-    generator: Annotated[Optional[Path], Opt(rich_help_panel=PRIOR, help="Use this prior file (from `fedls prior train`) instead of the cache.")] = None,
+    generator: Annotated[
+        Optional[Path], Opt(rich_help_panel=PRIOR, help="Use this prior file (from `fedls prior train`) instead of the cache.")
+    ] = None,
     judge: Annotated[Optional[str], schema_option(JudgeOptions, "model", "--judge", panel=JUDGE)] = None,
-    surrogate_inits: Annotated[Optional[int], schema_option(JudgeOptions, "surrogate_inits", "--surrogate-inits", panel=JUDGE)] = None,
-    face_weights: Annotated[Optional[str], schema_option(JudgeOptions, "face_weights", "--face-weights", panel=JUDGE, default="none: δ_face skipped")] = None,
-    inception_weights: Annotated[Optional[str], schema_option(JudgeOptions, "inception_weights", "--inception-weights", panel=JUDGE, default="none: FID skipped")] = None,
-    option: Annotated[Optional[list[str]], Opt(help="Any other model_attack option as SECTION.KEY=VALUE, repeatable, e.g. ppa.opt_flip=0 or evaluation.epochs=5.")] = None,
-    cache_dir: Annotated[Optional[str], Opt(rich_help_panel=RUN, help=f"Cache of priors and judges. {shown_default('$FEDLS_CACHE or ~/.cache/fedls')}")] = None,
-    out: Annotated[Optional[Path], Opt(rich_help_panel=RUN, help=f"Output folder. {shown_default('<run>/model_attack, numbered if taken')}")] = None,
+    surrogate_inits: Annotated[
+        Optional[int], schema_option(JudgeOptions, "surrogate_inits", "--surrogate-inits", panel=JUDGE)
+    ] = None,
+    face_weights: Annotated[
+        Optional[str], schema_option(JudgeOptions, "face_weights", "--face-weights", panel=JUDGE, default="none: δ_face skipped")
+    ] = None,
+    inception_weights: Annotated[
+        Optional[str],
+        schema_option(JudgeOptions, "inception_weights", "--inception-weights", panel=JUDGE, default="none: FID skipped"),
+    ] = None,
+    option: Annotated[
+        Optional[list[str]],
+        Opt(help="Any other model_attack option as SECTION.KEY=VALUE, repeatable, e.g. ppa.opt_flip=0 or evaluation.epochs=5."),
+    ] = None,
+    cache_dir: Annotated[
+        Optional[str],
+        Opt(rich_help_panel=RUN, help=f"Cache of priors and judges. {shown_default('$FEDLS_CACHE or ~/.cache/fedls')}"),
+    ] = None,
+    out: Annotated[
+        Optional[Path], Opt(rich_help_panel=RUN, help=f"Output folder. {shown_default('<run>/model_attack, numbered if taken')}")
+    ] = None,
     device: Annotated[str, Opt(rich_help_panel=RUN, help="auto (GPU when present), cpu or cuda.")] = "auto",
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show logs.")] = False,
 ) -> None:

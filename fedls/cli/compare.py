@@ -20,12 +20,23 @@ Opt = typer.Option
 @app.command()
 @guarded
 def compare(
-    experiment: Annotated[Optional[Path], Opt("--experiment", "-e", help="Experiment TOML (\\[experiment], \\[base] table + \\[\\[setting]] entries); see experiments/.")] = None,
-    out: Annotated[Optional[Path], Opt(help="Output folder: <setting>/seed-<n> run directories plus results.csv/.md, utility_privacy.png, comparison.json, hparams/. Rerunning resumes. \\[default: the file's \\[experiment].out, or runs/compare]")] = None,
-    setting: Annotated[Optional[list[str]], Opt("--setting", "-s", help="Ad-hoc setting NAME=DEFENSE\\[:key=value,...]\\[@ALPHA], repeatable, e.g. -s base=none -s neg=none@-0.05 -s mid=mid:beta=0.01")] = None,
-    baseline: Annotated[Optional[str], Opt(help="Setting the changes and tests are computed against. \\[default: the first]")] = None,
-    config: Annotated[Optional[Path], Opt("--config", help="Ad-hoc mode: TOML with the shared run options (as for `fedls simulate`).")] = None,
-    seeds: Annotated[Optional[str], Opt(help="Run every setting once per seed, e.g. 0,1,2,3,4 (overrides the file's \\[experiment].seeds); the table reports mean ± sd, 95 % intervals and paired tests.")] = None,
+    experiment: Annotated[Optional[Path], Opt(
+        "--experiment", "-e",
+        help="Experiment TOML (\\[experiment], \\[base] table + \\[\\[setting]] entries); see experiments/.")] = None,
+    out: Annotated[Optional[Path], Opt(
+        help="Output folder: <setting>/seed-<n> run directories plus results.csv/.md, utility_privacy.png, comparison.json, "
+        "hparams/. Rerunning resumes. \\[default: the file's \\[experiment].out, or runs/compare]")] = None,
+    setting: Annotated[Optional[list[str]], Opt(
+        "--setting", "-s",
+        help="Ad-hoc setting NAME=DEFENSE\\[:key=value,...]\\[@ALPHA], repeatable, "
+        "e.g. -s base=none -s neg=none@-0.05 -s mid=mid:beta=0.01")] = None,
+    baseline: Annotated[Optional[str], Opt(
+        help="Setting the changes and tests are computed against. \\[default: the first]")] = None,
+    config: Annotated[Optional[Path], Opt(
+        "--config", help="Ad-hoc mode: TOML with the shared run options (as for `fedls simulate`).")] = None,
+    seeds: Annotated[Optional[str], Opt(
+        help="Run every setting once per seed, e.g. 0,1,2,3,4 (overrides the file's \\[experiment].seeds); "
+        "the table reports mean ± sd, 95 % intervals and paired tests.")] = None,
     dataset: Annotated[Optional[str], Opt(help="Dataset (overrides the file). \\[default: digits]")] = None,
     clients: Annotated[Optional[int], Opt(help="Clients (overrides the file).")] = None,
     rounds: Annotated[Optional[int], Opt(help="Rounds (overrides the file).")] = None,
@@ -65,7 +76,8 @@ def compare(
             progress.update(overall, completed=done_before[event.index] + event.round)
         elif event.kind in ("setting-skipped", "setting-done"):
             progress.update(overall, completed=done_before[event.index] + event.rounds)
-            progress.console.print(f"  {label}: {'already complete, skipped' if event.kind == 'setting-skipped' else 'done in ' + event.message}")
+            done = "already complete, skipped" if event.kind == "setting-skipped" else "done in " + event.message
+            progress.console.print(f"  {label}: {done}")
         elif event.kind == "setting-failed":
             progress.console.print(f"  [red]{label} failed:[/] {event.message}")
 
@@ -86,7 +98,9 @@ def compare(
     for r in rows:
         table.add_row(*(r[i] for i in keep))
     console.print(table)
-    console.print(f"table: {result.markdown} and {result.csv}\nplot:  {result.plot}\nHParams: tensorboard --logdir {result.hparams}")
+    console.print(
+        f"table: {result.markdown} and {result.csv}\nplot:  {result.plot}\nHParams: tensorboard --logdir {result.hparams}"
+    )
     if result.failed:
         names = ", ".join(f"{o.setting} seed {o.seed}" for o in result.failed)
         raise FedlsError(f"{len(result.failed)} run(s) failed ({names}); fix the cause and rerun to resume")

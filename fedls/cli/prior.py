@@ -27,8 +27,13 @@ def train(
     data_dir: Annotated[Optional[Path], Opt(help="Folder with the dataset's files (not needed for digits).")] = None,
     image_size: Annotated[Optional[int], Opt(help="Resolution. " + shown_default("the dataset's own"))] = None,
     data_seed: Annotated[int, Opt(help="Split seed (the run's --seed decides the public split).")] = 0,
-    public_split: Annotated[str, Opt(click_type=click.Choice(get_args(PublicSplit)),
-                                     help="disjoint (public = the classes the private task lacks) or same-class (weaker threat).")] = "disjoint",
+    public_split: Annotated[
+        str,
+        Opt(
+            click_type=click.Choice(get_args(PublicSplit)),
+            help="disjoint (public = the classes the private task lacks) or same-class (weaker threat).",
+        ),
+    ] = "disjoint",
     prior_steps: Annotated[Optional[int], schema_option(PriorOptions, "steps", "--prior-steps")] = None,
     latent_dim: Annotated[Optional[int], schema_option(PriorOptions, "latent_dim", "--latent-dim")] = None,
     width: Annotated[Optional[int], schema_option(PriorOptions, "width", "--width")] = None,
@@ -51,7 +56,8 @@ def train(
     ))
     with make_progress() as progress:
         report = train_dataset_prior(
-            dataset, options, data_dir, image_size, data_seed, cast(PublicSplit, public_split), out, device, retrain, target_model,
+            dataset, options, data_dir, image_size, data_seed, cast(PublicSplit, public_split), out, device, retrain,
+            target_model,
             TaskBars(progress),
         )
     console.print(metrics_table(f"prior for {dataset}", report.metrics))

@@ -16,8 +16,12 @@ from fedls.studies.reports import fmt
 @app.command()
 @guarded
 def runs(
-    folder: Annotated[Path, typer.Argument(help=f"Folder that holds run directories (searched recursively). {shown_default('runs')}",
-                                           show_default=False)] = Path("runs"),
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help=f"Folder that holds run directories (searched recursively). {shown_default('runs')}", show_default=False
+        ),
+    ] = Path("runs"),
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON (one object per run) instead of a table.")] = False,
 ) -> None:
     """List run directories with their status and headline utility and leakage."""

@@ -35,7 +35,9 @@ Opt = typer.Option
 G_LEAK = "leakage/gradient/"
 MI_LEAK = "leakage/model_inversion/"
 # Panels in the order a newcomer reads them (the schema declares each field's panel).
-PANELS = ("Training", "Label smoothing", "Data", "Defense", "Attacks", "Gradient attack", "Model inversion", "Execution", "Output")
+PANELS = (
+    "Training", "Label smoothing", "Data", "Defense", "Attacks", "Gradient attack", "Model inversion", "Execution", "Output",
+)
 # `ModelAttackOptions.every`: written out here because importing its module pulls in every
 # attack observer (torchmetrics, matplotlib: seconds on each start of the CLI);
 # tests/test_cli.py checks that it says what the declaration says.
@@ -68,7 +70,8 @@ def _panel_rank(flag: Flag) -> int:
 
 def _parameters() -> list[Any]:
     special = [
-        extra_parameter("config", Annotated[Optional[Path], Opt("--config", help="TOML file with any of these options (flags override it, key by key within a table).")]),
+        extra_parameter("config", Annotated[Optional[Path], Opt(
+            "--config", help="TOML file with any of these options (flags override it, key by key within a table).")]),
         extra_parameter("verbose", Annotated[bool, Opt("--verbose", "-v", help="Show Flower's and fedls' logs.")], False),
         extra_parameter("defense_option", Annotated[Optional[list[str]], Opt(
             "--defense-option", rich_help_panel="Defense",
@@ -76,7 +79,8 @@ def _parameters() -> list[Any]:
         extra_parameter("gradient_option", Annotated[Optional[list[str]], Opt(
             "--gradient-option", rich_help_panel="Gradient attack",
             help="Any other gradient_attack option as KEY=VALUE, repeatable, e.g. tv_weight=0.05.")]),
-        extra_parameter("mia_every", Annotated[Optional[int], Opt("--mia-every", rich_help_panel="Model inversion", help=MIA_EVERY_HELP)]),
+        extra_parameter("mia_every", Annotated[Optional[int], Opt(
+            "--mia-every", rich_help_panel="Model inversion", help=MIA_EVERY_HELP)]),
         extra_parameter("mia_classes", Annotated[Optional[str], Opt(
             "--mia-classes", rich_help_panel="Model inversion",
             help=f"Attacked classes: all, a count (seeded random subset) or a list like 0,3,7. {shown_default('all')}")]),
@@ -108,7 +112,7 @@ def flag_table(flags: dict[str, Any]) -> dict[str, Any]:
 def build_config(config_file: Path | None, flags: dict[str, Any]) -> RunConfig:
     """TOML file (if any) first, then every flag the user actually passed."""
     base = RunConfig.from_toml(config_file) if config_file is not None else RunConfig()
-    return RunConfig.parse(deep_merge(base.model_dump(), flag_table(flags)), "flags").validate()
+    return RunConfig.parse(deep_merge(base.model_dump(), flag_table(flags)), "flags").check_registries()
 
 
 def simulate(**flags: Any) -> None:

@@ -28,7 +28,7 @@ the comparison is fair. The file's shape is declared once with the option schema
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -157,7 +157,7 @@ def run_name(seed: int) -> str:
 
 def _validated(config: RunConfig) -> RunConfig:
     """Registry names, and the defense's options now rather than inside a client hours later."""
-    config.validate()
+    config.check_registries()
     build_defense(config.defense, config.defense_options)
     return config
 
@@ -178,7 +178,7 @@ def _setting_config(base: RunConfig, entry: SettingEntry, source: str) -> RunCon
 
 
 def build_experiment(
-    base: Mapping[str, Any], settings: list[Mapping[str, Any]] | list[SettingEntry], out: Path, name: str = "comparison",
+    base: Mapping[str, Any], settings: Sequence[Mapping[str, Any] | SettingEntry], out: Path, name: str = "comparison",
     baseline: str | None = None, source: str = "experiment", seeds: list[int] | None = None, description: str = "",
 ) -> Experiment:
     """Validate every setting up front so that a typo fails before hours of training."""

@@ -4,6 +4,7 @@ sit side by side in the HParams dashboard (``tensorboard --logdir <out>/hparams`
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def hparam_dict(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def write_hparams(root: Path, run: str, config: RunConfig, metrics: dict[str, float | None]) -> Path | None:
+def write_hparams(root: Path, run: str, config: RunConfig, metrics: Mapping[str, float | None]) -> Path | None:
     """Write the entry once per run ``<setting>/seed-<n>`` (a resumed comparison adds nothing
     twice). Missing metrics are left out rather than written as a made-up value."""
     from torch.utils.tensorboard import SummaryWriter

@@ -28,6 +28,8 @@ OUTLIER_MADS = 4.0
 OUTLIER_FLOOR = 0.05
 ZOOM_RATIO = 3.0
 
+Region = tuple[tuple[float, float], tuple[float, float]]  # ((x_low, x_high), (y_low, y_high))
+
 
 @dataclass(frozen=True)
 class Point:
@@ -84,7 +86,7 @@ def bulk(xs: Sequence[float], ys: Sequence[float]) -> list[bool]:
     return [a and b for a, b in zip(_inliers(xs), _inliers(ys), strict=True)]
 
 
-def zoom_region(points: Sequence[Point]) -> tuple[tuple[float, float], tuple[float, float]] | None:
+def zoom_region(points: Sequence[Point]) -> Region | None:
     """Axis limits (fractions) around the bulk, if outliers squash it; else None."""
     if len(points) < 3:
         return None
@@ -105,7 +107,7 @@ def zoom_region(points: Sequence[Point]) -> tuple[tuple[float, float], tuple[flo
     return (xlim, ylim) if xs_squashed or ys_squashed else None
 
 
-def _inside(p: Point, region: tuple[tuple[float, float], tuple[float, float]]) -> bool:
+def _inside(p: Point, region: Region) -> bool:
     (x0, x1), (y0, y1) = region
     return x0 <= p.x <= x1 and y0 <= p.y <= y1
 
@@ -150,7 +152,7 @@ def _label_points(ax: Any, points: Sequence[Point]) -> None:
             ax.annotate(p.name, (100 * p.x, 100 * p.y), xytext=_NEAR[0][:2], textcoords="offset points", fontsize=9, zorder=4)
 
 
-def _draw(ax: Any, points: Sequence[Point], region: tuple[tuple[float, float], tuple[float, float]] | None = None) -> list[Point]:
+def _draw(ax: Any, points: Sequence[Point], region: Region | None = None) -> list[Point]:
     shown = [p for p in points if region is None or _inside(p, region)]
     for p in shown:
         ax.errorbar(
@@ -194,7 +196,7 @@ def utility_privacy_plot(stats: ComparisonStats, path: Path) -> Path:
     labelled: list[tuple[Any, list[Point]]] = []
     for r, ((_key, label, points, missing), region) in enumerate(zip(rows, regions, strict=True)):
         overview = fig.add_subplot(grid[r, 0] if region else grid[r, :])
-        panels = [(overview, None, "all settings" if region else "")]
+        panels: list[tuple[Any, Region | None, str]] = [(overview, None, "all settings" if region else "")]
         if region:
             panels.append((fig.add_subplot(grid[r, 1]), region, "zoom on the bulk"))
         for ax, zoom, title in panels:
@@ -208,10 +210,13 @@ def utility_privacy_plot(stats: ComparisonStats, path: Path) -> Path:
             if title:
                 ax.set_title(title, fontsize=10)
             if missing and points:
-                ax.text(0.02, 0.02, "not measured: " + ", ".join(missing), transform=ax.transAxes, fontsize=7, color="gray", va="bottom")
+                ax.text(0.02, 0.02, "not measured: " + ", ".join(missing), transform=ax.transAxes, fontsize=7, color="gray",
+                        va="bottom")
         if region:
             (x0, x1), (y0, y1) = region
-            overview.add_patch(Rectangle((100 * x0, 100 * y0), 100 * (x1 - x0), 100 * (y1 - y0), fill=False, ls="--", color="0.4", lw=0.8))
+            overview.add_patch(
+                Rectangle((100 * x0, 100 * y0), 100 * (x1 - x0), 100 * (y1 - y0), fill=False, ls="--", color="0.4", lw=0.8)
+            )
             overview.annotate("zoom →", (100 * x1, 100 * y1), xytext=(0, 3), textcoords="offset points", ha="right", va="bottom",
                               fontsize=8, color="0.4")
     bars = f"error bars: 95 % t-interval over {seeds} seeds" if seeds > 1 else "one seed: no error bars"

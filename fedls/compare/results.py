@@ -70,7 +70,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("xi_test", "ξ_test", (_mi("xi_test"),), percent=True),
     # gradient inversion: share of probed client updates whose soft label was recovered within
     # tolerance, and PSNR of the soft-label reconstructions
-    Column("label_recovery", "Label recovery", (("leakage/gradient/probe_label_success", "gradient/success_rate"),), percent=True),
+    Column(
+        "label_recovery", "Label recovery", (("leakage/gradient/probe_label_success", "gradient/success_rate"),), percent=True
+    ),
     Column("psnr", "PSNR (dB)", (("leakage/gradient/recon_psnr", "gradient/recon_psnr"),), digits=2),
     Column("epsilon", "DP ε", (("clients/epsilon",),), digits=2),
 )
@@ -190,7 +192,7 @@ def read_run(out: Path, setting: str, seed: int, recorded: Mapping[str, str] | N
     if summary is None:
         return RunResult(setting, seed, "running")
     records = run.metrics()
-    prov = {k: str(summary[k]) for k in ("fedls_version", "git_commit") if k in summary}
+    prov: dict[str, str] = {k: str(summary[k]) for k in ("fedls_version", "git_commit") if k in summary}
     if not prov and recorded:
         prov = dict(recorded)
     return RunResult(setting, seed, str(summary.get("status", "unknown")), latest_metrics(records), acc1_counts(records), prov)
@@ -255,7 +257,9 @@ def _measured(runs: Sequence[RunResult], column: Column) -> tuple[int | None, di
     return measure, {seed: p[1] for seed, p in picked.items() if p is not None and p[0] == measure}
 
 
-def analyse(manifest: Manifest, runs: Mapping[tuple[str, int], RunResult], columns: Sequence[Column] = COLUMNS) -> ComparisonStats:
+def analyse(
+    manifest: Manifest, runs: Mapping[tuple[str, int], RunResult], columns: Sequence[Column] = COLUMNS
+) -> ComparisonStats:
     """Statistics for every setting; paired tests over the seeds a setting shares with the baseline."""
     by_setting = {s.name: [runs[(s.name, seed)] for seed in manifest.seeds] for s in manifest.settings}
     base_runs = by_setting[manifest.baseline]

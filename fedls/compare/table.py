@@ -99,7 +99,10 @@ class ResultTable:
                 test, column = stats.test, stats.column
                 if test is None:
                     continue
-                ci = MISSING if test.ci_low is None else f"[{self.fmt(column, test.ci_low, True)}, {self.fmt(column, test.ci_high, True)}]"
+                low, high = test.ci_low, test.ci_high  # both None or both set (stats.paired_test)
+                ci = (
+                    MISSING if low is None or high is None else f"[{self.fmt(column, low, True)}, {self.fmt(column, high, True)}]"
+                )
                 out.append([
                     row.info.name, column.label, self.fmt(column, test.mean_diff, signed=True), ci, str(test.n),
                     _p(test.p_t), _p(test.p_wilcoxon), _test_verdict(test),
@@ -121,7 +124,9 @@ class ResultTable:
         return "\n".join(lines) + "\n"
 
     def tests_markdown(self) -> str:
-        header = ["Setting", "Metric", f"Δ vs {self.baseline}", "95 % CI of Δ", "Pairs", "p (paired t)", "p (Wilcoxon)", "Verdict"]
+        header = [
+            "Setting", "Metric", f"Δ vs {self.baseline}", "95 % CI of Δ", "Pairs", "p (paired t)", "p (Wilcoxon)", "Verdict",
+        ]
         rows = self.test_rows()
         if not rows:
             return f"No paired results against `{self.baseline}` yet.\n"

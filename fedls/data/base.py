@@ -26,6 +26,12 @@ class SizedDataset(Dataset[tuple[torch.Tensor, Any]]):
 ImageDataset: TypeAlias = SizedDataset | Subset[Any] | TensorDataset
 
 
+def chw_shape(images: torch.Tensor) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a batch of images ``[N, C, H, W]``."""
+    c, h, w = images.shape[1:]
+    return int(c), int(h), int(w)
+
+
 class ArrayDataset(SizedDataset):
     """Images held in memory as a float tensor in [-1, 1] (μ = σ = 0.5, seed 001 Appx. B.3)."""
 
@@ -94,7 +100,7 @@ class DatasetSplits:
 class LabelledSubset(SizedDataset):
     """A subset that still knows its labels without loading images."""
 
-    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
+    def __init__(self, dataset: ImageDataset, indices: np.ndarray) -> None:
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
         self._targets = dataset_targets(dataset)[self.indices]
@@ -110,7 +116,7 @@ class LabelledSubset(SizedDataset):
         return self._targets
 
 
-def cap_per_class(dataset: Dataset, samples_per_class: int, seed: int) -> Dataset:
+def cap_per_class(dataset: ImageDataset, samples_per_class: int, seed: int) -> SizedDataset:
     """Keep at most ``samples_per_class`` samples of every class, drawn with ``seed``
     (the training-set-size experiments of seed 001 Appx. C.3)."""
     targets = dataset_targets(dataset)
@@ -128,12 +134,12 @@ def cap_per_class(dataset: Dataset, samples_per_class: int, seed: int) -> Datase
     return LabelledSubset(dataset, indices)
 
 
-def dataset_targets(dataset: Dataset) -> np.ndarray:
+def dataset_targets(dataset: ImageDataset) -> np.ndarray:
     """Labels of a dataset as an integer array, without loading images where possible."""
     targets = getattr(dataset, "targets", None)
     if targets is not None:
         return np.asarray(targets, dtype=np.int64)
-    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)  # type: ignore[arg-type]
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -186,7 +192,7 @@ def class_disjoint_splits(
     return DatasetSplits(
         name=name,
         num_classes=len(private),
-        image_shape=tuple(train_all.images.shape[1:]),  # type: ignore[arg-type]
+        image_shape=chw_shape(train_all.images),
         train=_select_classes(train_all, private),
         test=_select_classes(test_all, private),
         public=public,
@@ -211,7 +217,7 @@ def public_from_official_train(
     return DatasetSplits(
         name=name,
         num_classes=len(class_names),
-        image_shape=tuple(train_all.images.shape[1:]),  # type: ignore[arg-type]
+        image_shape=chw_shape(train_all.images),
         train=train_all.subset(train_idx),
         test=test,
         public=train_all.subset(public_idx),
@@ -220,12 +226,12 @@ def public_from_official_train(
     )
 
 
-def dataset_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+def dataset_tensors(dataset: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """Images in [-1, 1] and labels of a whole (small) dataset as two tensors."""
     images = getattr(dataset, "images", None)
     labels = getattr(dataset, "labels", None)
     if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
         x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
         return x, labels.long()
-    pairs = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+    pairs = [dataset[i] for i in range(len(dataset))]
     return torch.stack([torch.as_tensor(p[0]) for p in pairs]).float(), torch.tensor([int(p[1]) for p in pairs])

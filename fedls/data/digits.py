@@ -6,7 +6,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedls.data.base import ArrayDataset, DatasetSplits, class_disjoint_splits, disjoint_private_classes, split_indices
+from fedls.data.base import (
+    ArrayDataset,
+    DatasetSplits,
+    chw_shape,
+    class_disjoint_splits,
+    disjoint_private_classes,
+    split_indices,
+)
 from fedls.data.registry import DATASETS, DataOptions
 
 
@@ -46,7 +53,7 @@ def load_digits(options: DataOptions) -> DatasetSplits:
     return DatasetSplits(
         name="digits",
         num_classes=10,
-        image_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
+        image_shape=chw_shape(images),
         train=full.subset(train_idx),
         test=full.subset(test_idx),
         public=full.subset(public_idx),

@@ -34,8 +34,8 @@ class FileDataset(SizedDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         with Image.open(self.paths[index]) as img:
-            img = img.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.float32)
+            resized = img.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
+            array = np.asarray(resized, dtype=np.float32)
         tensor = torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
         return tensor, int(self.labels[index])
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fedls.errors import ConfigError
 from fedls.models.base import Classifier
 
 BaseLoss = Callable[[torch.Tensor], torch.Tensor]
@@ -41,6 +42,15 @@ class TrainingContext:
     state: dict[str, Any] = field(default_factory=dict)
 
 
+def as_classifier(model: nn.Module, defense: str) -> Classifier:
+    """``model`` as the fedls :class:`Classifier`, for a defense whose loss reaches into its
+    parts (features, head); such a defense keeps the default :meth:`Defense.wrap_training`,
+    so its loss always receives the classifier itself."""
+    if not isinstance(model, Classifier):
+        raise ConfigError(f"defense {defense!r} needs a fedls classifier in its loss (got {type(model).__name__})")
+    return model
+
+
 class Defense:
     """No defense: the model trains on the smoothing loss alone. Subclasses override hooks."""
 
@@ -51,9 +61,12 @@ class Defense:
         return model
 
     def loss(
-        self, model: Classifier, images: torch.Tensor, labels: torch.Tensor, base_loss: BaseLoss
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, base_loss: BaseLoss
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss of one batch and any per-batch diagnostics to average."""
+        """The training loss of one batch and any per-batch diagnostics to average.
+
+        ``model`` is what :meth:`wrap_training` returned: the classifier itself, or a wrapper
+        around it (Opacus' ``GradSampleModule``) for a defense that wraps training."""
         return base_loss(model(images)), {}
 
     def wrap_training(

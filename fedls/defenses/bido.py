@@ -28,11 +28,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pydantic import Field, StrictInt
+from torch import nn
 
 from fedls.defenses import DEFENSES
-from fedls.defenses.base import BaseLoss, Defense
+from fedls.defenses.base import BaseLoss, Defense, as_classifier
 from fedls.errors import ConfigError
-from fedls.models.base import Classifier
 from fedls.schema import Options
 
 EPS = 1e-12
@@ -85,8 +85,9 @@ class BiDODefense(Defense):
         return [hidden[i] for i in self.layers]
 
     def loss(
-        self, model: Classifier, images: torch.Tensor, labels: torch.Tensor, base_loss: BaseLoss
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, base_loss: BaseLoss
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        model = as_classifier(model, "bido")
         features, hidden = model.features_and_hidden(images)
         logits = model.head(features)
         loss = base_loss(logits)
@@ -109,7 +110,9 @@ class BiDOOptions(Options):
     lambda_x: float = Field(0.05, ge=0.0, le=100.0, description="weight of nHSIC(Z, X), the input-dependence penalty")
     lambda_y: float = Field(0.5, ge=0.0, le=100.0, description="weight of nHSIC(Z, Y), the label-dependence reward")
     sigma: float = Field(5.0, gt=0.0, le=1e6, description="Gaussian kernel width, scaled by sqrt(dimension)")
-    layers: list[StrictInt] | None = Field(None, min_length=1, description="hidden blocks to regularise, e.g. [0, 1, 2]; default all")
+    layers: list[StrictInt] | None = Field(
+        None, min_length=1, description="hidden blocks to regularise, e.g. [0, 1, 2]; default all"
+    )
 
 
 @DEFENSES.register("bido")

@@ -134,8 +134,10 @@ class DPDefense(Defense):
         noise, rate, steps = self._round
         history = extend_history(ctx.state.get(HISTORY_KEY, []), noise, rate, steps)
         ctx.state[HISTORY_KEY] = history
-        epsilon = epsilon_for([tuple(h) for h in history], self.delta)  # type: ignore[misc]
-        log.debug("client %d round %d: ε=%.3f after %d steps", ctx.client_id, ctx.server_round, epsilon, sum(h[2] for h in history))
+        epsilon = epsilon_for([(float(s), float(q), int(n)) for s, q, n in history], self.delta)
+        log.debug(
+            "client %d round %d: ε=%.3f after %d steps", ctx.client_id, ctx.server_round, epsilon, sum(h[2] for h in history)
+        )
         return {"epsilon": epsilon, "dp_noise_multiplier": noise}
 
     def unwrap_model(self, model: nn.Module) -> nn.Module:

@@ -27,7 +27,7 @@ from pydantic import Field
 from torch import nn
 
 from fedls.defenses import DEFENSES
-from fedls.defenses.base import BaseLoss, Defense
+from fedls.defenses.base import BaseLoss, Defense, as_classifier
 from fedls.errors import ConfigError
 from fedls.models.base import Classifier
 from fedls.schema import Options
@@ -77,15 +77,18 @@ class MIDDefense(Defense):
             return model
         old = model.head
         if not isinstance(old, nn.Linear):
-            raise ConfigError(f"defense 'mid' needs a model whose last layer is nn.Linear (got {type(old).__name__}); pick another --model")
+            raise ConfigError(
+                f"defense 'mid' needs a model whose last layer is nn.Linear (got {type(old).__name__}); pick another --model"
+            )
         # default k: half the penultimate width (Struppek et al. 2024, uses k = 1024 on ResNet-152's 2048)
         k = self.bottleneck or max(1, old.in_features // 2)
         model.replace_head(VIBHead(old.in_features, k, old.out_features, bias=old.bias is not None))
         return model
 
     def loss(
-        self, model: Classifier, images: torch.Tensor, labels: torch.Tensor, base_loss: BaseLoss
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, base_loss: BaseLoss
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        model = as_classifier(model, "mid")
         head = model.head
         if not isinstance(head, VIBHead):
             raise ConfigError("defense 'mid' got a model without its bottleneck head; build it with prepare_model")

@@ -123,7 +123,9 @@ def label_counts(labels: np.ndarray | torch.Tensor, num_classes: int) -> np.ndar
     return np.bincount(np.asarray(labels, dtype=np.int64).reshape(-1), minlength=num_classes)
 
 
-def _probe(request: ProbeRequest, model: Classifier, shard: Dataset, alpha: float, seed: int, device: torch.device) -> ProbeResult:
+def _probe(
+    request: ProbeRequest, model: Classifier, shard: Dataset, alpha: float, seed: int, device: torch.device
+) -> ProbeResult:
     generator = torch.Generator().manual_seed(seed)
     return probe_gradient(model, shard, alpha, request.batch, generator, device, mixup_beta=request.mixup or None)
 
@@ -139,7 +141,9 @@ def train_client(msg: Message, context: Context) -> Message:
     num_partitions = int(context.node_config.get("num-partitions", config.clients))
     if num_partitions != config.clients:
         # Under `flwr run` the federation's supernode count is set outside the run config.
-        raise ValueError(f"the federation has {num_partitions} supernodes but the run config says clients={config.clients}; make them equal")
+        raise ValueError(
+            f"the federation has {num_partitions} supernodes but the run config says clients={config.clients}; make them equal"
+        )
     recipe = instructions.recipe
     device = torch.device(instructions.device)
     torch.set_num_threads(instructions.threads)
@@ -167,7 +171,9 @@ def train_client(msg: Message, context: Context) -> Message:
         server_round=instructions.server_round, client_id=client_id, num_samples=len(shard), batch_size=recipe.batch_size,
         local_epochs=recipe.local_epochs, lr=recipe.lr, device=device, total_rounds=config.rounds, state=_load_state(context),
     )
-    result = train_local(model, shard, recipe.alpha, ctx, defense, generator, recipe.optimizer, recipe.weight_decay, recipe.max_grad_norm)
+    result = train_local(
+        model, shard, recipe.alpha, ctx, defense, generator, recipe.optimizer, recipe.weight_decay, recipe.max_grad_norm
+    )
     _save_state(context, ctx.state)
     truth = GroundTruth(
         client_id=client_id,

@@ -156,6 +156,7 @@ def await_quorum(
         if time.monotonic() >= deadline:
             raise TooFewClients(
                 f"round {server_round}: only {connected} of {planned} SuperNodes connected after {timeout:g} s, below the "
-                f"minimum {needed} (min-client-share {policy.min_share:g}); restart the missing SuperNodes or lower min-client-share"
+                f"minimum {needed} (min-client-share {policy.min_share:g}); "
+                "restart the missing SuperNodes or lower min-client-share"
             )
         time.sleep(poll)

@@ -42,7 +42,10 @@ def to_display(image: ImageLike, value_range: ValueRange = (0.0, 1.0)) -> np.nda
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
-        raise ValueError(f"cannot show an image of shape {tuple(np.shape(image))}; expected [H, W], [C, H, W] or [H, W, C] with 1 or 3 channels")
+        raise ValueError(
+            f"cannot show an image of shape {tuple(np.shape(image))}; "
+            "expected [H, W], [C, H, W] or [H, W, C] with 1 or 3 channels"
+        )
     if value_range is None:
         low, high = float(np.nanmin(array)), float(np.nanmax(array))
     else:
@@ -124,7 +127,8 @@ def image_grid(
                 drawn.append(None)
                 continue
             array = to_display(image, value_range)  # a tile() result is already in [0, 1]: unchanged
-            drawn.append(upscale(array, scale_factor(*array.shape[:2], min_pixels, max_pixels)))
+            height, width = array.shape[:2]
+            drawn.append(upscale(array, scale_factor(height, width, min_pixels, max_pixels)))
         arrays.append(drawn)
 
     # the grid's geometry in pixels: the largest cell of each column / row, plus room for text
@@ -145,14 +149,14 @@ def image_grid(
     for r in range(n_rows):
         for c in range(n_cols):
             ax = axes[r][c]
-            array = arrays[r][c]
+            cell = arrays[r][c]
             ax.set_xticks([])
             ax.set_yticks([])
-            if array is None:
+            if cell is None:
                 for spine in ax.spines.values():
                     spine.set_visible(False)
             else:
-                ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+                ax.imshow(cell, cmap="gray" if cell.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
                 for spine in ax.spines.values():
                     spine.set_color("0.75")
             if captions is not None and c < len(captions[r]) and captions[r][c]:

@@ -160,13 +160,18 @@ class _OneLineErrors(logging.Filter):
         return True
 
 
+class _FedlsAppHandler(logging.StreamHandler):
+    """The handler :func:`_show_fedls_logs` adds, marked by ``_fedls_app``."""
+
+    _fedls_app = True
+
+
 def _show_fedls_logs() -> None:
     """The ServerApp process has no logging set up; Flower mirrors its stderr into the run's log stream."""
     logger = logging.getLogger("fedls")
     if not any(getattr(h, "_fedls_app", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _FedlsAppHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("fedls %(levelname)s: %(message)s"))
-        handler._fedls_app = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     flower = logging.getLogger("flwr")

@@ -22,10 +22,15 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from fedls.errors import ResourceError
+
+if TYPE_CHECKING:
+    from flwr.app.typing import ConfigRecordValues
+    from flwr.server.superlink.fleet.vce.backend.backend import BackendConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +64,9 @@ class Resources:
             return max(1, min(by_cpu, int(self.total_gpus // self.client_gpus)))
         return max(1, by_cpu)
 
-    def backend_config(self) -> dict[str, object]:
+    def backend_config(self) -> BackendConfig:
         """Flower's ``backend_config`` for ``run_simulation`` (see the module docstring)."""
-        init_args: dict[str, object] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        init_args: dict[str, ConfigRecordValues] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         if self.ray_address is None:
             init_args.update(num_cpus=self.total_cpus, num_gpus=self.total_gpus)
         else:
@@ -103,7 +108,8 @@ def _probe(address: str) -> None:
             pass
     except OSError as exc:
         raise ResourceError(
-            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with `ray start --head` or fix --ray-address/RAY_ADDRESS"
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); "
+            "start one with `ray start --head` or fix --ray-address/RAY_ADDRESS"
         ) from None
 
 
@@ -122,7 +128,9 @@ def cluster_totals(address: str) -> tuple[int, int]:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         totals = ray.cluster_resources()
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ResourceError(f"cannot connect to the Ray cluster at {address}: {exc}; check `ray status --address {address}`") from None
+        raise ResourceError(
+            f"cannot connect to the Ray cluster at {address}: {exc}; check `ray status --address {address}`"
+        ) from None
     finally:
         if ray.is_initialized():
             ray.shutdown()

@@ -168,7 +168,9 @@ def simulate(
         status = "interrupted"
         if server.outcome.latest_model is not None and server.outcome.rounds_done > 0:
             run.save_model(server.outcome.latest_model.state_dict())  # the last finished round's model
-        raise RunInterrupted(f"interrupted after round {server.outcome.rounds_done}; finished rounds are kept in {run.path}") from None
+        raise RunInterrupted(
+            f"interrupted after round {server.outcome.rounds_done}; finished rounds are kept in {run.path}"
+        ) from None
     except FedlsError:
         raise
     except Exception as exc:  # noqa: BLE001 - anything from Ray/Flower/the server thread

@@ -28,7 +28,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import numpy as np
@@ -40,6 +40,7 @@ from tensorboard.plugins.custom_scalar import metadata as custom_scalars_metadat
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.writer import FileWriter
 
 from fedls.run_dir import CONFIG_FILE, RunDirectory
 
@@ -134,7 +135,8 @@ LAYOUT: tuple[Category, ...] = (
     ), prefixes=(LEAK_MI,)),
     Category("Diagnostics", prefixes=("diagnostics/",)),
     Category("Bookkeeping", (
-        Chart("seconds per round", ("time/round_seconds", "time/server_eval_seconds", "time/attack_gradient_s", "time/attack_model_s")),
+        Chart("seconds per round",
+              ("time/round_seconds", "time/server_eval_seconds", "time/attack_gradient_s", "time/attack_model_s")),
         Chart("clients sampled / missing / degraded", ("clients/num-clients", "clients/missing", "clients/degraded")),
     ), prefixes=("clients/", "time/")),
 )
@@ -335,11 +337,18 @@ class RoundTracker:
         final = dict(final_record) if final_record is not None else self._last
         step = int(final.get("round", self._round)) if final else self._round
         self.writer.add_text("summary", summary_markdown(status, self._first, final), step)
-        self.writer.file_writer.add_summary(_session_end(status), step)
+        self._events().add_summary(_session_end(status), step)
         self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
+
+    def _events(self) -> FileWriter:
+        """The writer's event file, for raw summaries (HParams, custom-scalars layout).
+
+        ``SummaryWriter.__init__`` opens it and only ``close()`` drops it; torch declares the
+        attribute through a ``= None`` assignment, so the checker would otherwise see ``None``."""
+        return cast(FileWriter, self.writer.file_writer)
 
     # -- once per run -------------------------------------------------------------------
     def _write_run_header(self) -> None:
@@ -353,7 +362,7 @@ class RoundTracker:
             log.warning("no HParams entry or config text for %s: cannot read %s (%s)", self.run.path.name, file, exc)
             return
         self.writer.add_text("config", f"```toml\n{text.rstrip()}\n```", 0)
-        writer = self.writer.file_writer
+        writer = self._events()
         writer.add_summary(_experiment(), 0)
         writer.add_summary(_session_start(hparam_values(config), self.run.path.name), 0)
 
@@ -364,7 +373,7 @@ class RoundTracker:
             return
         # written at the round's step: TensorBoard reads the latest layout of each run, and an
         # event with a smaller step than earlier ones would make it purge this tag's history
-        self.writer.file_writer.add_summary(_layout_summary(layout), self._round)
+        self._events().add_summary(_layout_summary(layout), self._round)
         self._layout = payload
 
 
@@ -387,11 +396,11 @@ def summary_markdown(status: str, first: Mapping[str, Any] | None, final: Mappin
     """A Markdown table of the headline numbers present in the final record."""
     lines = [f"**status:** {status}" + (f", {final.get('round')} rounds" if final else ""), ""]
     rows = [(tag, note) for tag, note in SUMMARY_ROWS if final and isinstance(final.get(tag), (int, float))]
-    if not rows:
+    if not final or not rows:  # rows is empty without a final record
         return "\n".join(lines + ["no headline metrics were recorded"])
     lines += ["| metric | round 0 | final | |", "|---|---|---|---|"]
     for tag, note in rows:
         start = (first or {}).get(tag)
         shown = f"{start:.4g}" if isinstance(start, (int, float)) else "–"
-        lines.append(f"| `{tag}` | {shown} | {float(final[tag]):.4g} | {note} |")  # type: ignore[index]
+        lines.append(f"| `{tag}` | {shown} | {float(final[tag]):.4g} | {note} |")
     return "\n".join(lines)

@@ -47,6 +47,8 @@ def image_ssim(recon: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     value = structural_similarity_index_measure(
         to_unit(recon), to_unit(original), data_range=1.0, kernel_size=kernel, sigma=sigma, reduction="none"
     )
+    # a tuple comes back only with return_full_image / return_contrast_sensitivity, not asked for here
+    assert isinstance(value, torch.Tensor)
     return value.reshape(-1)
 
 

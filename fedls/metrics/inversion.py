@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fedls.data.base import chw_shape
 from fedls.metrics.judge import Judge, JudgeOptions, judge_reliability, train_classifier
 from fedls.models import build_model
 from fedls.models.base import Classifier
@@ -282,14 +283,14 @@ def knowledge_extraction_scores(
     """ξ_train and ξ_test with surrogates of ``surrogate_arch`` (see :func:`knowledge_extraction`)."""
     from fedls.metrics.judge import JUDGE_ARCH, build_judge
 
-    shape = tuple(attack.shape[1:])
+    shape = chw_shape(attack)
     num_classes = int(max(int(train[1].max()), int(attack_targets.max())) + 1)
     return knowledge_extraction(
         attack,
         attack_targets,
         {"xi_train": train, "xi_test": test},
-        lambda: build_judge(surrogate_arch, shape, num_classes)  # type: ignore[arg-type]
-        if surrogate_arch == JUDGE_ARCH else build_model(surrogate_arch, shape, num_classes),  # type: ignore[arg-type]
+        lambda: build_judge(surrogate_arch, shape, num_classes)
+        if surrogate_arch == JUDGE_ARCH else build_model(surrogate_arch, shape, num_classes),
         lambda model, x, y, seed: train_classifier(
             model, x, y, options.surrogate_epochs, options.batch_size, options.lr, seed, device
         ),

@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.utils.data import Dataset
 
 from fedls.cache import cache_path, dataset_fingerprint, load_cached, save_cached
-from fedls.data import dataset_tensors
+from fedls.data import ImageDataset, dataset_tensors
 from fedls.errors import CheckpointError, ConfigError
 from fedls.models import MODELS, build_model
 from fedls.models.base import Classifier
@@ -199,8 +198,8 @@ class Judge:
 
 def load_or_train_judge(
     dataset_name: str,
-    train: Dataset,
-    test: Dataset,
+    train: ImageDataset,
+    test: ImageDataset,
     image_shape: tuple[int, int, int],
     num_classes: int,
     target_model: str,
@@ -231,7 +230,7 @@ def load_or_train_judge(
         except (KeyError, RuntimeError):
             raise CheckpointError(f"cached judge {path} does not fit; delete the file to retrain") from None
     else:
-        log.info("training the %s judge on %d private training images", arch, len(train))  # type: ignore[arg-type]
+        log.info("training the %s judge on %d private training images", arch, len(train))
         images, labels = dataset_tensors(train)
         train_classifier(model, images, labels, options.epochs, options.batch_size, options.lr, options.seed, device,
                          progress, augment=options.augment, flip=options.flip)

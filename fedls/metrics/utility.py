@@ -9,7 +9,9 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of a whole dataset, in order."""
     model.to(device).eval()
     logits, labels = [], []

@@ -55,7 +55,9 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
             state = state["model"]
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - unpickling/shape errors all mean "bad file" here
-        raise CheckpointError(f"cannot load weights from {path} ({type(exc).__name__}); is it a state_dict for this model?") from None
+        raise CheckpointError(
+            f"cannot load weights from {path} ({type(exc).__name__}); is it a state_dict for this model?"
+        ) from None
 
 
 __all__ = ["Classifier", "MODELS", "build_model", "load_weights"]

@@ -87,10 +87,16 @@ def run_gradient_study(
         rows.append(_score(leak, truth, model, splits.public, index))
         leaks.append(leak)
         truths[client] = truth
-    summary = {k: float(np.mean([r[k] for r in rows if k in r])) for k in rows[0] if k not in ("sample", "true_label", "recovered_label")}
-    out_dir = prepare_output_dir(out_dir, run_dir / "gradient_attack" if run_dir is not None else Path("runs") / "gradient-attack")
+    summary = {
+        k: float(np.mean([r[k] for r in rows if k in r])) for k in rows[0] if k not in ("sample", "true_label", "recovered_label")
+    }
+    out_dir = prepare_output_dir(
+        out_dir, run_dir / "gradient_attack" if run_dir is not None else Path("runs") / "gradient-attack"
+    )
     json_path = out_dir / "gradient_attack.json"
-    json_path.write_text(json.dumps({"options": options.model_dump(), "alpha": alpha, "rows": rows, "summary": summary}, indent=2))
+    json_path.write_text(
+        json.dumps({"options": options.model_dump(), "alpha": alpha, "rows": rows, "summary": summary}, indent=2)
+    )
     image_path = None
     shown = [leak for leak in leaks if leak.soft is not None]
     if shown:

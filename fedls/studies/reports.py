@@ -236,7 +236,9 @@ def report_run(path: Path) -> RunReport:
     config = run.config()
     records, summary = _read(run)
     attacks, threat = _attack_modes(summary, config)
-    rounds_done = int(summary.get("rounds_completed", 0)) if summary else max((int(r.get("round", 0)) for r in records), default=0)
+    rounds_done = (
+        int(summary.get("rounds_completed", 0)) if summary else max((int(r.get("round", 0)) for r in records), default=0)
+    )
     return RunReport(
         path=str(path), name=path.name, status=run_status(summary, records), rounds_completed=rounds_done,
         rounds_planned=config.rounds, dataset=config.dataset, alpha=config.alpha, defense=config.defense,
@@ -325,7 +327,10 @@ def report_markdown(report: RunReport) -> str:
     for group in GROUPS:
         rows = report.group(group)
         if not rows:
-            if group in (GRADIENT, MODEL_INVERSION) and report.threat_mode.get("gradient" if group == GRADIENT else "model", "off") == "off":
+            if (
+                group in (GRADIENT, MODEL_INVERSION)
+                and report.threat_mode.get("gradient" if group == GRADIENT else "model", "off") == "off"
+            ):
                 lines += ["", f"## {group}", "", "not measured: this attack was off in this run"]
             continue
         lines += ["", f"## {group}", "", f"({ARROW_MEANING[group]})", "",

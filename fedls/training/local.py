@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from torch.optim.optimizer import ParamsT
 from torch.utils.data import DataLoader
 
 from fedls.data.base import ImageDataset
@@ -33,11 +34,11 @@ def _base_loss(labels: torch.Tensor, alpha: float):  # noqa: ANN202 - a BaseLoss
 
 
 
-def make_optimizer(name: str, params: object, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: ParamsT, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)  # type: ignore[arg-type]
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay)  # type: ignore[arg-type]
+        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}")
 
 

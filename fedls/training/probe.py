@@ -47,7 +47,9 @@ def _mixup_batch(
                 partner = j
                 break
         if partner is None:
-            raise ConfigError("mixup needs a client shard with at least two classes; lower the partition skew or switch mixup off")
+            raise ConfigError(
+                "mixup needs a client shard with at least two classes; lower the partition skew or switch mixup off"
+            )
         x2, y2 = dataset[partner][0], int(dataset[partner][1])
         mu = float(rng.beta(beta_a, beta_a))
         pair = torch.tensor([y1, y2])
@@ -83,7 +85,9 @@ def probe_gradient(
         if not mixup_beta > 0:
             raise ConfigError(f"mixup Beta parameter must be > 0 (got {mixup_beta}); use 0 to switch mixup off")
         images, targets, labels, coefficients = _mixup_batch(dataset, picks, model.num_classes, alpha, mixup_beta, generator)
-        extra.update({"mixup": 1.0, "mixup_beta": float(mixup_beta), "mixup_coefficient": max(coefficients[0], 1 - coefficients[0])})
+        extra.update(
+            {"mixup": 1.0, "mixup_beta": float(mixup_beta), "mixup_coefficient": max(coefficients[0], 1 - coefficients[0])}
+        )
     else:
         images = torch.stack([dataset[i][0] for i in picks])
         labels = torch.tensor([int(dataset[i][1]) for i in picks])

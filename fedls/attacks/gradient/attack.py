@@ -88,7 +88,9 @@ class GradientAttack:
         started = time.perf_counter()
         probed = self._probed.pop(view.server_round, set())
         label_leaks = [self.recover_counts(update, view) for update in view.updates if update.client_id not in probed]
-        probe_leaks = [leak for update in view.updates if update.client_id in probed if (leak := self.attack_probe(update, view)) is not None]
+        probe_leaks = [
+            leak for update in view.updates if update.client_id in probed if (leak := self.attack_probe(update, view)) is not None
+        ]
         return GradientAttackResult(view.server_round, label_leaks, probe_leaks, time.perf_counter() - started)
 
     def recover_counts(self, update: ClientUpdate, view: ServerView) -> UpdateLabelLeak:
@@ -99,7 +101,9 @@ class GradientAttack:
             view.global_weights, update.weights, update.recipe,
             num_examples=update.num_examples, local_steps=update.local_steps, head_names=self.head_names,
         )
-        return UpdateLabelLeak(update.client_id, np.asarray(result.counts), float(result.alpha), bool(result.success), dict(result.diagnostics))
+        return UpdateLabelLeak(
+            update.client_id, np.asarray(result.counts), float(result.alpha), bool(result.success), dict(result.diagnostics)
+        )
 
     def attack_probe(self, update: ClientUpdate, view: ServerView) -> ProbeLeak | None:
         mode = "fedsgd" if self.options.threat == "malicious-fedsgd" else "fedavg"
@@ -120,7 +124,9 @@ class GradientAttack:
                 soft, hard = self._reconstruct(gradient, recovery)
         return ProbeLeak(update.client_id, mode, recovery, soft, hard)
 
-    def _reconstruct(self, gradient: dict[str, np.ndarray], recovery: LabelRecovery) -> tuple[ReconstructionResult, ReconstructionResult]:
+    def _reconstruct(
+        self, gradient: dict[str, np.ndarray], recovery: LabelRecovery
+    ) -> tuple[ReconstructionResult, ReconstructionResult]:
         """Soft-label reconstruction (with the x̂ feature term) and the iDLG hard-label baseline,
         from the same seed so only the label assumption differs."""
         tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in gradient.items()}
@@ -139,7 +145,9 @@ class GradientAttack:
     ) -> tuple[ReconstructionResult, ReconstructionResult]:
         """FedAvg probe: match the observed weight change by unrolling the client's local steps."""
         start = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in view.global_weights.items()}
-        delta = {k: torch.as_tensor(np.asarray(update.weights[k], dtype=np.float32)) - start[k] for k in start if k in update.weights}
+        delta = {
+            k: torch.as_tensor(np.asarray(update.weights[k], dtype=np.float32)) - start[k] for k in start if k in update.weights
+        }
         label = torch.as_tensor(recovery.label, dtype=torch.float32)
         o = self.options
         soft = reconstruct_from_update(self.model, start, delta, label, self.image_shape, recipe,

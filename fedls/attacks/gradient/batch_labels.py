@@ -112,7 +112,7 @@ def _as_float64(value: object | None) -> np.ndarray | None:
     if value is None:
         return None
     if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()  # type: ignore[union-attr]
+        value = value.detach().cpu().numpy()
     return np.asarray(value, dtype=np.float64)
 
 
@@ -197,7 +197,8 @@ def _lattice(basis: np.ndarray, ranges: np.ndarray, batch_size: int, offset: np.
     fitted = base + coefficients.T @ basis
     residuals = np.abs(fitted - proposals).max(axis=1)
     inside = np.all(
-        (coefficients.T >= ranges[:, 0] - 0.05 * np.abs(ranges[:, 0])) & (coefficients.T <= ranges[:, 1] + 0.05 * np.abs(ranges[:, 1])),
+        (coefficients.T >= ranges[:, 0] - 0.05 * np.abs(ranges[:, 0]))
+        & (coefficients.T <= ranges[:, 1] + 0.05 * np.abs(ranges[:, 1])),
         axis=1,
     )
     residuals = np.where(inside, residuals, np.inf)
@@ -362,19 +363,21 @@ def solve_counts(
         u = left[:, 0] / np.abs(left[:, 0]).max()
         projected = gw.T @ u / float(u @ u)
         lam: float | None = None
-        fit = None
+        last: _Fit | None = None
         for _ in range(_BIAS_FREE_ITERATIONS):
             p_hat = _predict(projected / lam, heads) if lam else _predict(np.zeros(gw.shape[1]), heads)
             new = _fit_counts(p_hat - 1.0 / c, -u, batch_size, scale_known=False, signed=True)
             v, t = float(new.best.coefficients[0]), float(new.best.coefficients[1])
-            converged = fit is not None and np.array_equal(new.best.counts, fit.best.counts)
-            fit = new
+            converged = last is not None and np.array_equal(new.best.counts, last.best.counts)
+            last = new
             if v <= 0 or t == 0:
                 break
             lam = t / v  # ḡ = λ·u under an exact gradient (k = B/C + v(δ − λu))
             if converged:
                 break
-        assert fit is not None
+        # _BIAS_FREE_ITERATIONS > 0, so the loop body ran at least once and set ``last``.
+        assert last is not None
+        fit = last
         diagnostics["lambda"] = float(lam or 0.0)
         # Measured (docs/gradient_inversion.md): the rank-one model is too coarse for B > 1 and
         # the alternation can settle on a saturated p̂ that fits integers spuriously, so this

@@ -155,7 +155,7 @@ def _as_float64(value: object | None) -> np.ndarray | None:
     if value is None:
         return None
     if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()  # type: ignore[union-attr]
+        value = value.detach().cpu().numpy()
     return np.asarray(value, dtype=np.float64)
 
 
@@ -217,7 +217,10 @@ def _finish(
     g: np.ndarray,
     augmentation: str,
     relative_std: float = 0.0,
-    **kw: object,
+    *,
+    method: str = "",
+    scale: float | None = None,
+    diagnostics: dict[str, float] | None = None,
 ) -> LabelRecovery:
     loss = float(label_loss(label, augmentation))
     std = math.sqrt(max(loss, 0.0)) if _floor_count(label.shape[0], augmentation) > 1 else abs(float(np.sort(label)[0]))
@@ -239,7 +242,9 @@ def _finish(
         label_loss=loss,
         label_std=std,
         rank_one_residual=residual,
-        **kw,  # type: ignore[arg-type]
+        scale=scale,
+        method=method,
+        diagnostics={} if diagnostics is None else diagnostics,
     )
 
 

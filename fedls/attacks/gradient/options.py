@@ -27,7 +27,10 @@ class GradientAttackOptions(Options):
     ``malicious-fedavg`` asks them to train one round on exactly those samples.
     """
 
-    threat: ThreatMode = Field("honest", description="honest (read real FedAvg updates), malicious-fedsgd or malicious-fedavg (probes change what clients do)")
+    threat: ThreatMode = Field(
+        "honest",
+        description="honest (read real FedAvg updates), malicious-fedsgd or malicious-fedavg (probes change what clients do)",
+    )
     every: int = Field(1, ge=1, description="attack every n-th round")
     clients: int = Field(1, ge=1, description="malicious modes: clients probed per round")
     probe_batch: int = Field(1, ge=1, le=4096, description="malicious modes: samples in a probe (1 = exact analytic recovery)")

@@ -11,6 +11,8 @@ candidate image is optimised through the whole local training.
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +58,7 @@ def simulate_update(
         loss = soft_target_cross_entropy(logits, label)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
         if recipe.max_grad_norm > 0:
-            norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+            norm = torch.sqrt(functools.reduce(operator.add, (g.pow(2).sum() for g in grads)))
             scale = torch.clamp(recipe.max_grad_norm / (norm + 1e-6), max=1.0)
             grads = tuple(g * scale for g in grads)
         for (name, p), g in zip(list(params.items()), grads, strict=True):

@@ -72,7 +72,8 @@ def _trajectory_heads(
     heads = []
     for group in groups:
         phi = float(applied[group].mean())
-        heads.append((w0 + phi * dw, None if b0 is None else b0 + phi * db, float(weights[group].sum())))
+        bias = None if b0 is None or db is None else b0 + phi * db  # b0 and db are given together
+        heads.append((w0 + phi * dw, bias, float(weights[group].sum())))
     return heads
 
 
@@ -147,7 +148,8 @@ def recover_update_labels(
     bias names (bias ``None`` for a bias-free head). With clipping on (``max_grad_norm > 0``)
     the gradient scale is treated as unknown and fitted. ``success`` is the integrality test of
     :func:`~fedls.attacks.gradient.batch_labels.solve_counts`, claimed for one local step only
-    (several steps cannot be certified: their shuffle-dependent error can mimic integers); the counts are then computed at the α the server declared (``recipe.alpha``), while
+    (several steps cannot be certified: their shuffle-dependent error can mimic integers); the
+    counts are then computed at the α the server declared (``recipe.alpha``), while
     ``alpha`` remains the estimate from the update alone (0.0 when it cannot be identified).
     """
     start = time.perf_counter()

@@ -151,7 +151,9 @@ def optimise_latents(
         loss = _loss(config, target(augmented), targets, prior, images)
         loss.sum().backward()  # sum: each latent's gradient is independent of how many are attacked
         optimizer.step()
-        grad = images.grad.detach().flatten(1)  # type: ignore[union-attr]
+        # set by backward(): the loss depends on ``images`` and retain_grad() keeps it
+        assert images.grad is not None
+        grad = images.grad.detach().flatten(1)
         if previous is not None:
             cos = torch.nn.functional.cosine_similarity(grad, previous, dim=1)
             cos_mean.append(float(cos.mean()))

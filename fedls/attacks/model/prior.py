@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from fedls.attacks.model.config import PriorOptions, config_hash
 from fedls.attacks.model.generator import DCGANDiscriminator, DCGANGenerator, Generator
 from fedls.cache import cache_path, dataset_fingerprint, load_cached, save_cached
+from fedls.data.base import ImageDataset, chw_shape
 from fedls.errors import CheckpointError, DataError
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,12 @@ class Prior:
     info: dict[str, float] = field(default_factory=dict)
 
 
-def public_images(public: Dataset) -> torch.Tensor:
+def public_images(public: ImageDataset) -> torch.Tensor:
     """All public images as one float tensor in [-1, 1]; labels are dropped here on purpose."""
     images = getattr(public, "images", None)
     if isinstance(images, torch.Tensor):
         return images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
-    return torch.stack([torch.as_tensor(public[i][0]) for i in range(len(public))]).float()  # type: ignore[arg-type]
+    return torch.stack([torch.as_tensor(public[i][0]) for i in range(len(public))]).float()
 
 
 def build_dcgan(config: PriorOptions, image_shape: tuple[int, int, int]) -> tuple[DCGANGenerator, DCGANDiscriminator]:
@@ -62,11 +62,19 @@ def train_prior(
 ) -> Prior:
     """Train a DCGAN on ``images`` ([N, C, H, W] in [-1, 1], no labels) with the
     non-saturating GAN loss and Adam (lr 2e-4, β₁ 0.5), seeded for CPU determinism."""
+    generator, discriminator, info = _train_dcgan(images, config, device, progress)
+    return Prior(generator, discriminator, source="dcgan", info=info)
+
+
+def _train_dcgan(
+    images: torch.Tensor, config: PriorOptions, device: torch.device | str, progress: Progress | None
+) -> tuple[DCGANGenerator, DCGANDiscriminator, dict[str, float]]:
+    """:func:`train_prior`'s work: the trained generator and discriminator and the final losses."""
     if images.ndim != 4 or images.shape[0] < 2:
         raise DataError("the prior needs at least 2 public images of shape [N, C, H, W]; check the dataset's public split")
     device = torch.device(device)
     torch.manual_seed(config.seed)
-    generator, discriminator = build_dcgan(config, tuple(images.shape[1:]))  # type: ignore[arg-type]
+    generator, discriminator = build_dcgan(config, chw_shape(images))
     generator.to(device).train()
     discriminator.to(device).train()
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
@@ -93,11 +101,11 @@ def train_prior(
     generator.eval()
     discriminator.eval()
     info = {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
-    return Prior(generator, discriminator, source="dcgan", info=info)
+    return generator, discriminator, info
 
 
 def prior_cache_key(
-    dataset_name: str, public: Dataset, image_shape: tuple[int, int, int], config: PriorOptions
+    dataset_name: str, public: ImageDataset, image_shape: tuple[int, int, int], config: PriorOptions
 ) -> dict[str, object]:
     return {
         "kind": "prior",
@@ -111,7 +119,7 @@ def prior_cache_key(
 
 def load_or_train_prior(
     dataset_name: str,
-    public: Dataset,
+    public: ImageDataset,
     image_shape: tuple[int, int, int],
     config: PriorOptions,
     cache_dir: Path | str | None = None,
@@ -132,12 +140,11 @@ def load_or_train_prior(
         generator.eval()
         discriminator.eval()
         return Prior(generator.to(device), discriminator.to(device), source="dcgan", cache_file=path)
-    log.info("training the generative prior on %d public images (%d steps)", len(public), config.steps)  # type: ignore[arg-type]
-    prior = train_prior(public_images(public), config, device, progress)
-    meta = {"dataset": dataset_name, "image_shape": list(image_shape), "config": config.model_dump(mode="json"), **prior.info}
-    save_cached(path, {"generator": prior.generator.state_dict(), "discriminator": prior.discriminator.state_dict()}, meta)  # type: ignore[union-attr, attr-defined]
-    prior.cache_file = path
-    return prior
+    log.info("training the generative prior on %d public images (%d steps)", len(public), config.steps)
+    generator, discriminator, info = _train_dcgan(public_images(public), config, device, progress)
+    meta = {"dataset": dataset_name, "image_shape": list(image_shape), "config": config.model_dump(mode="json"), **info}
+    save_cached(path, {"generator": generator.state_dict(), "discriminator": discriminator.state_dict()}, meta)
+    return Prior(generator, discriminator, source="dcgan", cache_file=path, info=info)
 
 
 def load_generator_file(path: Path, config: PriorOptions, image_shape: tuple[int, int, int]) -> Prior:

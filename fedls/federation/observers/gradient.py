@@ -37,7 +37,9 @@ ModelFactory = Callable[[], Classifier]
 
 
 class GradientLeakageObserver(RoundObserver):
-    def __init__(self, attack: GradientAttack, scoring_model: Classifier, mean_image: torch.Tensor, class_names: Sequence[str]) -> None:
+    def __init__(
+        self, attack: GradientAttack, scoring_model: Classifier, mean_image: torch.Tensor, class_names: Sequence[str]
+    ) -> None:
         self.attack = attack
         self.scoring_model = scoring_model  # a separate copy: scorers never touch the attack's model
         self.mean_image = mean_image
@@ -64,13 +66,17 @@ class GradientLeakageObserver(RoundObserver):
         if not scored:
             return
         scores = [s for _, s in scored.values()]
-        log_.scalars({
-            f"{LEAK}label_count_accuracy": float(np.mean([s["count_exact"] for s in scores])),
-            f"{LEAK}label_count_mae": float(np.mean([s["count_mae"] for s in scores])),
-            f"{LEAK}label_count_mae_chance": float(np.mean([scoring.chance_count_mae(truth[c]) for c in scored])),
-            f"{LEAK}alpha_error": float(np.mean([s["alpha_error"] for s in scores])),
-            f"{DIAG}label_set_accuracy": float(np.mean([s["label_set_exact"] for s in scores if "label_set_exact" in s] or [0.0])),
-        })
+        log_.scalars(
+            {
+                f"{LEAK}label_count_accuracy": float(np.mean([s["count_exact"] for s in scores])),
+                f"{LEAK}label_count_mae": float(np.mean([s["count_mae"] for s in scores])),
+                f"{LEAK}label_count_mae_chance": float(np.mean([scoring.chance_count_mae(truth[c]) for c in scored])),
+                f"{LEAK}alpha_error": float(np.mean([s["alpha_error"] for s in scores])),
+                f"{DIAG}label_set_accuracy": float(
+                    np.mean([s["label_set_exact"] for s in scores if "label_set_exact" in s] or [0.0])
+                ),
+            }
+        )
         log_.per_client("gradient/count_exact", {c: s["count_exact"] for c, (_, s) in scored.items()})
         log_.per_client("gradient/count_mae", {c: s["count_mae"] for c, (_, s) in scored.items()})
         log_.per_client("gradient/alpha_hat", {c: leak.alpha for c, (leak, _) in scored.items()})
@@ -95,12 +101,18 @@ class GradientLeakageObserver(RoundObserver):
         headline = {"label_success": "probe_label_success", "recon_psnr": "recon_psnr", "idlg_psnr": "recon_psnr_hard_label",
                     "mean_image_psnr": "recon_psnr_mean_image"}
         log_.scalars({(f"{LEAK}{headline[k]}" if k in headline else f"{DIAG}probe_{k}"): v for k, v in means.items()})
-        shown = [leak for leak in leaks if leak.soft is not None and leak.hard is not None and leak.client_id in truth][: self.attack.options.grid]
+        shown = [leak for leak in leaks if leak.soft is not None and leak.hard is not None and leak.client_id in truth][
+            : self.attack.options.grid
+        ]
         if shown:
-            log_.figure("leakage/gradient/reconstructions", reconstruction_figure(shown, truth, self.class_names, self.mean_image))
+            log_.figure(
+                "leakage/gradient/reconstructions", reconstruction_figure(shown, truth, self.class_names, self.mean_image)
+            )
 
 
-def reconstruction_figure(leaks: list[ProbeLeak], truth: Mapping[int, GroundTruth], class_names: Sequence[str], mean_image: torch.Tensor) -> Figure:
+def reconstruction_figure(
+    leaks: list[ProbeLeak], truth: Mapping[int, GroundTruth], class_names: Sequence[str], mean_image: torch.Tensor
+) -> Figure:
     """Rows: original / soft-label reconstruction / hard-label (iDLG) baseline, one column per
     attacked client, PSNR under each reconstruction."""
     rows = ("original", "soft-label reconstruction", "hard-label baseline (iDLG)")
@@ -119,7 +131,9 @@ def reconstruction_figure(leaks: list[ProbeLeak], truth: Mapping[int, GroundTrut
             ax.set_yticks([])
             if i == 0:
                 label = int(t.labels[0])
-                ax.set_title(f"client {leak.client_id}\nclass {class_names[label] if label < len(class_names) else label}", fontsize=9)
+                ax.set_title(
+                    f"client {leak.client_id}\nclass {class_names[label] if label < len(class_names) else label}", fontsize=9
+                )
             else:
                 ax.set_xlabel(f"PSNR {float(image_psnr(image, original)[0]):.1f} dB", fontsize=9)
             if j == 0:
@@ -134,7 +148,9 @@ def mean_public_image(public: ImageDataset, limit: int = 512) -> torch.Tensor:
     return torch.stack([public[i][0] for i in range(min(len(public), limit))]).mean(0, keepdim=True)
 
 
-def build_gradient_observer(options: GradientAttackOptions, config: RunConfig, splits: DatasetSplits, model_factory: ModelFactory) -> GradientLeakageObserver:
+def build_gradient_observer(
+    options: GradientAttackOptions, config: RunConfig, splits: DatasetSplits, model_factory: ModelFactory
+) -> GradientLeakageObserver:
     """The attack runs on CPU: the analytic part is cheap and the reconstruction models are small."""
     attack = GradientAttack(options, model_factory(), splits.image_shape)
     mean_image = mean_public_image(splits.public)
