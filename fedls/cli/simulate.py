@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.attacks.model.config import PPAOptions
@@ -137,18 +145,26 @@ def simulate(**flags: Any) -> None:
         sentence += f", every {parse_model_attack(cfg.model_attack).every} rounds and at the last round"
     console.print(sentence + ("" if cfg.attacks != "none" else " (drop --attacks none to measure it)"), highlight=False)
     progress = Progress(
-        TextColumn("[bold blue]rounds"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TextColumn("[bold blue]{task.fields[label]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console,
     )
-    task = progress.add_task("starting Flower/Ray…", total=cfg.rounds)
+    task = progress.add_task("starting Flower/Ray…", total=cfg.rounds, label="rounds")
     progress_line = RoundLine(cfg)
 
     def on_round(server_round: int, record: dict[str, Any]) -> None:
         progress.update(task, completed=server_round, description=progress_line(server_round, record))
 
+    first_use: dict[str, TaskID] = {}
+
+    def on_first_use(name: str, done: int, total: int) -> None:
+        """Training the model-inversion prior and judge (first use only; cached afterwards)."""
+        if name not in first_use:
+            first_use[name] = progress.add_task(f"training the {name} (first use, then cached)", total=total, label=name)
+        progress.update(first_use[name], completed=done)
+
     try:
         with progress:
-            result = run(prepared, on_round=on_round, verbose=verbose)
+            result = run(prepared, on_round=on_round, verbose=verbose, progress=on_first_use)
     except RunInterrupted as exc:
         err_console.print(f"{exc} (summary.json says 'interrupted')", highlight=False)
         raise typer.Exit(code=130) from None

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from fedls.config import RunConfig
 from fedls.errors import FedlsError
@@ -22,6 +24,9 @@ from fedls.federation.client import SHARED_DATA_ENV, make_client_app, share_clie
 from fedls.federation.resources import Resources, resolve_resources
 from fedls.federation.server import CuriousServer, ObserverFactory, RoundCallback, RunInterrupted, make_server_app
 from fedls.run_dir import RunDirectory
+
+if TYPE_CHECKING:
+    from fedls.federation.observers import TaskProgress
 
 log = logging.getLogger(__name__)
 
@@ -124,20 +129,25 @@ def simulate(
     observer_factory: ObserverFactory | None = None,
     on_round: RoundCallback | None = None,
     verbose: bool = False,
+    progress: TaskProgress | None = None,
 ) -> SimulationResult:
     """Validate, create the run directory, run all rounds and write the summary.
 
     Ctrl-C (SIGINT) stops after the round in progress, keeps every finished round, marks the
     run ``interrupted`` and raises :class:`RunInterrupted`; any backend failure marks it
-    ``failed`` and raises :class:`SimulationFailed`.
+    ``failed`` and raises :class:`SimulationFailed`. ``progress(task, done, total)`` reports the
+    training of cached attack components (first use only) before Ray starts.
     """
     from flwr.simulation import run_simulation
 
-    from fedls.federation.observers import build_observers
+    from fedls.assembly import load_splits
+    from fedls.federation.observers import build_observers, warm_caches
 
     prepared = config if isinstance(config, PreparedRun) else prepare(config)
     observer_factory = observer_factory or build_observers  # the config's attack sections decide
     config, resources = prepared.config, prepared.resources
+    if observer_factory is build_observers:
+        warm_caches(config, load_splits(config), torch.device(resources.device), progress)
     run = RunDirectory.create(config)
     server = CuriousServer(config, run, resources, observer_factory, on_round)
     quiet_flower(verbose)

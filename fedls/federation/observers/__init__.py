@@ -18,11 +18,17 @@ from fedls.data import DatasetSplits
 from fedls.federation.observers.base import RoundLog, RoundObserver
 from fedls.registry import Registry
 
+TaskProgress = Callable[[str, int, int], None]  # (task, done, total)
+
 
 @dataclass(frozen=True)
 class ObserverKind:
+    """``warm`` (optional) builds what the observer caches — e.g. model inversion's prior and
+    judge — before the run starts, so first use shows its progress instead of stalling a round."""
+
     validate: Callable[[RunConfig, DatasetSplits], None]
     build: Callable[[RunConfig, DatasetSplits, torch.device], RoundObserver]
+    warm: Callable[[RunConfig, DatasetSplits, torch.device, TaskProgress | None], None] | None = None
 
 
 OBSERVERS: Registry[ObserverKind] = Registry("attack section")
@@ -41,10 +47,21 @@ def validate_attack_options(config: RunConfig, splits: DatasetSplits) -> None:
         OBSERVERS.get(name).validate(config, splits)
 
 
+def warm_caches(config: RunConfig, splits: DatasetSplits, device: torch.device, progress: TaskProgress | None = None) -> None:
+    """Train (or load) everything the switched-on observers cache, before Ray starts."""
+    for name in enabled(config):
+        warm = OBSERVERS.get(name).warm
+        if warm is not None:
+            warm(config, splits, device, progress)
+
+
 def build_observers(config: RunConfig, splits: DatasetSplits, device: torch.device) -> list[RoundObserver]:
     return [OBSERVERS.get(name).build(config, splits, device) for name in enabled(config)]
 
 
 from fedls.federation.observers import registrations as _registrations  # noqa: E402,F401  (fills OBSERVERS)
 
-__all__ = ["OBSERVERS", "ObserverKind", "RoundLog", "RoundObserver", "build_observers", "enabled", "validate_attack_options"]
+__all__ = [
+    "OBSERVERS", "ObserverKind", "RoundLog", "RoundObserver", "TaskProgress", "build_observers", "enabled",
+    "validate_attack_options", "warm_caches",
+]

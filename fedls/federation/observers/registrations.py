@@ -10,10 +10,10 @@ from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits
 from fedls.errors import ConfigError
-from fedls.federation.observers import OBSERVERS, ObserverKind
+from fedls.federation.observers import OBSERVERS, ObserverKind, TaskProgress
 from fedls.federation.observers.base import RoundObserver
 from fedls.federation.observers.gradient import build_gradient_observer
-from fedls.federation.observers.model_inversion import build_model_inversion_observer, parse_model_attack
+from fedls.federation.observers.model_inversion import ModelInversion, build_model_inversion_observer, parse_model_attack
 
 
 def _validate_gradient(config: RunConfig, splits: DatasetSplits) -> None:
@@ -43,4 +43,10 @@ def _build_model(config: RunConfig, splits: DatasetSplits, device: torch.device)
     return build_model_inversion_observer(config.model_attack, splits, config.model, config.rounds, config.seed, device)
 
 
-OBSERVERS.register("model_attack")(ObserverKind(_validate_model, _build_model))
+def _warm_model(config: RunConfig, splits: DatasetSplits, device: torch.device, progress: TaskProgress | None) -> None:
+    inversion = ModelInversion(parse_model_attack(config.model_attack, splits.num_classes), splits, config.model, device,
+                               progress=progress)
+    _ = inversion.prior, inversion.judge  # trained and cached on first use, loaded afterwards
+
+
+OBSERVERS.register("model_attack")(ObserverKind(_validate_model, _build_model, _warm_model))
