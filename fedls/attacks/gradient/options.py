@@ -35,7 +35,9 @@ class GradientAttackOptions(Options):
     clients: int = Field(1, ge=1, description="malicious modes: clients probed per round")
     probe_batch: int = Field(1, ge=1, le=4096, description="malicious modes: samples in a probe (1 = exact analytic recovery)")
     mixup: float = Field(0.0, ge=0.0, le=100.0, description="malicious modes: probe mixup Beta(a, a) parameter; 0 = off")
-    recon_steps: int = Field(0, ge=0, le=100_000, description="malicious modes: image-reconstruction Adam steps; 0 = off")
+    recon_steps: int = Field(
+        0, ge=0, le=100_000, description=f"image-reconstruction Adam steps, 0 = off; {RECONSTRUCTION_OFF_REASON}"
+    )
     recon_lr: float = Field(0.1, gt=0.0, le=10.0, description="reconstruction step size")
     tv_weight: float = Field(1e-2, ge=0.0, le=100.0, description="reconstruction total-variation weight")
     feature_weight: float = Field(0.1, ge=0.0, le=100.0, description="reconstruction weight of the recovered-feature term")
