@@ -1,6 +1,6 @@
 """Label smoothing with positive and negative factors, and the negative-α warm-up.
 
-Seed 001 (Struppek et al., ICLR 2024), Eq. 2–3 and Appx. A: targets
+Struppek et al. (ICLR 2024), Eq. 2–3 and Appx. A: targets
 ``y_ls = (1 - α)·onehot + α/C`` and loss ``-Σ_k y_ls,k · log p_k`` with α ∈ (-∞, 1].
 Negative α penalises confidence in the wrong classes; its loss is unbounded below, which is
 why §4.1 trains the first epochs without smoothing and then ramps α in (the warm-up).
@@ -28,7 +28,7 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
 
 
 def label_smoothing_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Seed 001, Eq. 3. The explicit form is used for every α so that α < 0 is handled too.
+    """Struppek et al. (2024), Eq. 3. The explicit form is used for every α so that α < 0 is handled too.
 
     Its gradient with respect to the logits is ``(p - y_ls)/B`` (Appx. A, Eq. 10–13).
     """

@@ -1,4 +1,4 @@
-"""Seed 001 §4.3 / Fig. 5 distance statistics on embeddings whose answer is known."""
+"""Struppek et al. (2024) §4.3 / Fig. 5 distance statistics on embeddings whose answer is known."""
 
 from __future__ import annotations
 

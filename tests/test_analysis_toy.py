@@ -1,4 +1,4 @@
-"""Seed 001 §3 / Appx. B.6 toy example: the orderings that hold at this scale, over seeds.
+"""Struppek et al. (2024) §3 / Appx. B.6 toy example: the orderings that hold at this scale, over seeds.
 
 What the paper reports (Fig. 1): the attack on the α=0.05 model takes the most steps and
 ends closest to the target-class data; the α=-0.05 model is the fastest to reach 95%.

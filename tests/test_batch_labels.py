@@ -104,7 +104,7 @@ def test_trained_model_is_reported_not_faked(digits) -> None:  # noqa: ANN001
             assert result.counts.sum() == batch
             if result.success:
                 assert np.array_equal(result.counts, truth)
-            if batch == 1:  # a single sample is exact even on a trained model (seed 003's closed form)
+            if batch == 1:  # a single sample is exact even on a trained model (Wang et al.'s (2024) closed form)
                 assert result.success and np.array_equal(result.counts, truth)
                 assert abs(result.alpha - alpha) < 0.02
 

@@ -1,4 +1,4 @@
-"""Soft-label recovery (seed 003) on single-sample gradients of the project's models."""
+"""Soft-label recovery (Wang et al. 2024) on single-sample gradients of the project's models."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def test_large_features_and_class_counts(classes: int, use_bias: bool, alpha: fl
 
 
 def test_three_classes_without_bias_never_claims_a_wrong_label() -> None:
-    """With C = 3 a smoothing label has one free equality, so several λ can fit (seed 003's
+    """With C = 3 a smoothing label has one free equality, so several λ can fit (Wang et al.'s (2024)
     necessary condition): the attacker must then report failure rather than guess."""
     rng = np.random.default_rng(11)
     for _ in range(30):

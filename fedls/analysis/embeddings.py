@@ -132,7 +132,7 @@ def distance_summary(dists: dict[str, np.ndarray]) -> dict[str, object]:
 
 
 def tsne_2d(features: torch.Tensor, config: EmbeddingConfig) -> np.ndarray:
-    """Seed 001 Fig. 4: a 2-D t-SNE of the features (scikit-learn, PCA init, fixed seed)."""
+    """Struppek et al. (2024) Fig. 4: a 2-D t-SNE of the features (scikit-learn, PCA init, fixed seed)."""
     from sklearn.manifold import TSNE
 
     n = features.shape[0]

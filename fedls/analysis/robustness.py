@@ -1,7 +1,7 @@
 """Is a label-smoothed model really robust? (Struppek et al. 2024, Appx. C.8, Fu et al. (2020))
 
-Seed 001 Table 11 reports that LS (negative LS even more) lowers the success of FGSM and
-PGD. Seed 004 shows that such robustness is incomplete: LS models survive plain PGD with
+Struppek et al. (2024) Table 11 reports that LS (negative LS even more) lowers the success of FGSM and
+PGD. Fu et al. (2020) shows that such robustness is incomplete: LS models survive plain PGD with
 small steps, but random restarts, larger steps, a margin (CW-style) loss and examples
 transferred from a hard-label model break them. This module runs the whole ladder on one
 model, targeted and untargeted, so both readings sit in one table.

@@ -244,7 +244,7 @@ class AttackResult:
 def attack_toy_models(
     models: ToyModels, stop_at_confidence: bool, progress: ProgressFn | None = None
 ) -> AttackResult:
-    """Seed 001 Appx. B.6: SGD (lr 0.1, no momentum) on the input, CE toward the target class.
+    """Struppek et al. (2024) Appx. B.6: SGD (lr 0.1, no momentum) on the input, CE toward the target class.
 
     With ``stop_at_confidence`` each model's attack stops at the first step whose target
     confidence exceeds ``config.confidence`` (at most ``max_attack_steps``); otherwise all

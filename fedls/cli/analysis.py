@@ -69,7 +69,7 @@ def toy(
         Optional[list[float]], Opt("--alpha", "-a", help="Smoothing factor, repeatable. \\[default: 0, 0.05, -0.05]")
     ] = None,
     num_seeds: Annotated[int, Opt("--num-seeds", min=1, help="Number of seeds (0..N-1): data, initialisation.")] = 5,
-    iterations: Annotated[int, Opt(min=1, help="Full-batch SGD iterations (seed 001 Appx. B.6: 5000).")] = 5000,
+    iterations: Annotated[int, Opt(min=1, help="Full-batch SGD iterations (Struppek et al. 2024, Appx. B.6: 5000).")] = 5000,
     fixed_steps: Annotated[int, Opt(min=1, help="Steps of the attack variant without stopping rule (Fig. 8).")] = 5000,
     start: Annotated[
         Optional[str], Opt(help="Attack start point 'x,y'. \\[default: green centre moved 1 toward orange: (-1.5, -1.5)]")
@@ -79,7 +79,7 @@ def toy(
     ] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
-    """The 2-D toy example (seed 001 §3, Fig. 1/8): attack steps and distance to the target data per α."""
+    """The 2-D toy example (Struppek et al. 2024, §3, Fig. 1/8): attack steps and distance to the target data per α."""
     from fedls.analysis.reports import write_toy_report
     from fedls.analysis.toy import ToyConfig, run_toy
     from fedls.outputs import prepare_output_dir
@@ -118,7 +118,7 @@ def embeddings(
     ] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
-    """Penultimate-layer geometry (seed 001 §4.3, Fig. 4/5): t-SNE, distance violins, TensorBoard projector."""
+    """Penultimate-layer geometry (Struppek et al. 2024, §4.3, Fig. 4/5): t-SNE, distance violins, TensorBoard projector."""
     from fedls.analysis.embeddings import EmbeddingConfig, analyse_embeddings
     from fedls.analysis.reports import write_embedding_report
     from fedls.analysis.runs import open_trained_run
@@ -161,7 +161,7 @@ def robustness(
     ] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
-    """Adversarial robustness (seed 001 Appx. C.8, seed 004): FGSM, PGD variants, margin loss, transfer."""
+    """Adversarial robustness (Struppek et al. 2024, Appx. C.8, Fu et al. (2020)): FGSM, PGD variants, margin loss, transfer."""
     from fedls.analysis.reports import write_robustness_report
     from fedls.analysis.robustness import RobustnessConfig, evaluate_robustness, train_reference
     from fedls.analysis.runs import open_trained_run
@@ -208,7 +208,7 @@ def stages(
     ] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
-    """Attack-stage ablation (seed 001 §4.4, Appx. C.4): sampling, optimisation (gradient cosine), selection."""
+    """Attack-stage ablation (Struppek et al. 2024, §4.4, Appx. C.4): sampling, optimisation (gradient cosine), selection."""
     from fedls.analysis.reports import write_stages_report
     from fedls.analysis.runs import open_trained_run
     from fedls.analysis.stages import analyse_stages

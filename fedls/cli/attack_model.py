@@ -1,4 +1,4 @@
-"""`fedls attack model`: model inversion (PPA, seed 001 §4.4) on a finished run's global model."""
+"""`fedls attack model`: model inversion (PPA, Struppek et al. (2024) §4.4) on a finished run's global model."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def compare(
     device: Annotated[Optional[str], Opt(help="auto, cpu or cuda (overrides the file in both modes).")] = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
-    """Compare defenses on the same data, partition, seeds, rounds and attacks (seed 001, Table 1)."""
+    """Compare defenses on the same data, partition, seeds, rounds and attacks (Struppek et al. 2024, Table 1)."""
     from fedls.compare import CompareOptions, plan_comparison, run_comparison
     from fedls.compare.table import MISSING
 

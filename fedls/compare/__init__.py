@@ -1,7 +1,7 @@
 """`fedls compare`: run settings that differ only in the defense, once per seed, then tabulate,
 test and plot them.
 
-Seed 001, Table 1: the same data, partition, seed, rounds and attacks for every setting, each
+Struppek et al. (2024), Table 1: the same data, partition, seed, rounds and attacks for every setting, each
 metric reported with its change against the no-defense baseline — here as mean ± sd over
 seeds with paired tests, so that a difference is read only when it is outside the noise.
 """

@@ -1,4 +1,4 @@
-"""The results tables (CSV and Markdown) in the layout of seed 001, Table 1, over seeds.
+"""The results tables (CSV and Markdown) in the layout of Struppek et al. (2024), Table 1, over seeds.
 
 Markdown: a main table (mean ± sd over seeds and the mean paired change against the baseline,
 ``*`` where the paired t-test gives p < 0.05) and a tests table that spells out, for every

@@ -33,7 +33,7 @@ def chw_shape(images: torch.Tensor) -> tuple[int, int, int]:
 
 
 class ArrayDataset(SizedDataset):
-    """Images held in memory as a float tensor in [-1, 1] (μ = σ = 0.5, seed 001 Appx. B.3)."""
+    """Images held in memory as a float tensor in [-1, 1] (μ = σ = 0.5, Struppek et al. (2024) Appx. B.3)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         if images.shape[0] != labels.shape[0]:
@@ -68,7 +68,7 @@ class DatasetSplits:
     data for the generative prior. ``public_kind`` says what it shares with the private task:
 
     * ``"classes"`` (the default for every dataset): the public data holds only classes or
-      identities the private task does not contain, as seed 001's FFHQ prior shares no
+      identities the private task does not contain, as Struppek et al.'s (2024) FFHQ prior shares no
       identity with FaceScrub/CelebA (Struppek et al. 2024, §4.1). An attack must then
       extract the private classes from the target; the prior cannot already draw them.
     * ``"samples"``: disjoint samples of the *same* classes (``public_split = "same-class"``),
@@ -118,7 +118,7 @@ class LabelledSubset(SizedDataset):
 
 def cap_per_class(dataset: ImageDataset, samples_per_class: int, seed: int) -> SizedDataset:
     """Keep at most ``samples_per_class`` samples of every class, drawn with ``seed``
-    (the training-set-size experiments of seed 001 Appx. C.3)."""
+    (the training-set-size experiments of Struppek et al. (2024) Appx. C.3)."""
     targets = dataset_targets(dataset)
     order = np.random.default_rng(seed).permutation(len(targets))
     kept: list[int] = []

@@ -1,6 +1,6 @@
 """Identity datasets read from disk: any ImageFolder tree (e.g. FaceScrub crops) and CelebA.
 
-Both follow the model-inversion protocol of seed 001 §4.1: the private task is the
+Both follow the model-inversion protocol of Struppek et al. (2024) §4.1: the private task is the
 ``num_classes`` identities with the most images; the remaining identities are the curious
 server's public data (class-disjoint, like the FFHQ prior of the paper).
 """
@@ -105,7 +105,7 @@ def load_image_folder(options: DataOptions) -> DatasetSplits:
 @DATASETS.register("celeba")
 def load_celeba(options: DataOptions) -> DatasetSplits:
     """CelebA: ``data_dir/identity_CelebA.txt`` and images in ``data_dir/img_align_celeba`` (or a
-    cropped copy); the 1,000 identities with most images are private (seed 001 §4.1)."""
+    cropped copy); the 1,000 identities with most images are private (Struppek et al. 2024, §4.1)."""
     root = options.data_dir
     if root is None or not (root / "identity_CelebA.txt").is_file():
         raise DataError(f"celeba needs --data-dir with identity_CelebA.txt and img_align_celeba/ (got {root})")

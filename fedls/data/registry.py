@@ -17,11 +17,11 @@ class DataOptions:
     ``image_size`` of ``None`` keeps each dataset's native size. ``num_classes`` limits
     identity datasets (CelebA, ImageFolder) to the classes with the most samples; the rest
     become the server's public, class-disjoint data. ``samples_per_class`` caps the private
-    training split (seed 001 Appx. C.3); test and public data are unchanged.
+    training split (Struppek et al. 2024, Appx. C.3); test and public data are unchanged.
 
     ``public_split`` decides the server's public data for digits, MNIST, Fashion-MNIST and
     CIFAR: ``"disjoint"`` (default) keeps half of the classes private and gives the server
-    the other half (class-disjoint, as in seed 001); ``"same-class"`` is the weaker threat
+    the other half (class-disjoint, as in Struppek et al. (2024)); ``"same-class"`` is the weaker threat
     setting in which the public data are ``public_fraction`` of the images of every class.
     Identity datasets (CelebA, ImageFolder) are always class-disjoint.
     """

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Subset, TensorDataset
 
 from fedls import protocol
 from fedls.assembly import build_global_model, client_partition, load_splits
 from fedls.config import RunConfig
-from fedls.data import ArrayDataset, DatasetSplits
+from fedls.data import ArrayDataset, DatasetSplits, ImageDataset
 from fedls.defenses import TrainingContext, build_defense
 from fedls.models import Classifier
 from fedls.threat_model import GroundTruth, ProbeRequest
@@ -124,7 +124,7 @@ def label_counts(labels: np.ndarray | torch.Tensor, num_classes: int) -> np.ndar
 
 
 def _probe(
-    request: ProbeRequest, model: Classifier, shard: Dataset, alpha: float, seed: int, device: torch.device
+    request: ProbeRequest, model: Classifier, shard: ImageDataset, alpha: float, seed: int, device: torch.device
 ) -> ProbeResult:
     generator = torch.Generator().manual_seed(seed)
     return probe_gradient(model, shard, alpha, request.batch, generator, device, mixup_beta=request.mixup or None)
@@ -148,7 +148,7 @@ def train_client(msg: Message, context: Context) -> Message:
     device = torch.device(instructions.device)
     torch.set_num_threads(instructions.threads)
 
-    shard: Dataset = Subset(splits.train, shards[client_id].tolist())
+    shard: ImageDataset = Subset(splits.train, shards[client_id].tolist())
     shard_labels: np.ndarray | torch.Tensor = np.asarray(splits.train_targets)[shards[client_id]]
     generator = seed_everything(derive_seed(config.seed, instructions.server_round, client_id))
     model = build_global_model(config, splits)

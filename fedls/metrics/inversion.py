@@ -100,7 +100,7 @@ def knowledge_extraction(
     seed: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """ξ (seed 001 §4.1, Appx. C): train a surrogate only on attack images (labelled with their
+    """ξ (Struppek et al. 2024, §4.1, Appx. C): train a surrogate only on attack images (labelled with their
     attacked class) and measure its top-1 accuracy on real data. Real data is restricted to the
     attacked classes and predictions to those classes, so attacking a subset is scored fairly.
     Repeated for ``inits`` surrogate initialisations; returns ``{name}`` (mean) and

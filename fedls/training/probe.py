@@ -2,7 +2,7 @@
 
 In the FedSGD setting of Wang et al. (2024) the server receives the gradient of the client's real
 training loss; with one sample it is the setting where analytic label recovery is exact.
-Seed 003 studies two label augmentations: label smoothing (always applied with the round's
+Wang et al. (2024) studies two label augmentations: label smoothing (always applied with the round's
 α) and mixup (optional here): each probe sample is ``μ·x₁ + (1−μ)·x₂`` for two samples of
 different classes with ``μ ~ Beta(a, a)``, and its target ``μ·onehot₁ + (1−μ)·onehot₂``,
 smoothed with α on top (``(1−α)·mix + α/C``; α = 0 gives plain mixup).

@@ -1,4 +1,4 @@
-"""Curious server, part 1: soft-label gradient inversion of client updates (seed 003).
+"""Curious server, part 1: soft-label gradient inversion of client updates (Wang et al. 2024).
 
 Public API: :func:`recover_soft_label` (analytic label and feature recovery from the head's
 gradient), :func:`estimate_gradient` (FedAvg updates), :func:`reconstruct_image`

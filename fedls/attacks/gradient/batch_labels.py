@@ -1,7 +1,7 @@
 """Batch soft-label recovery: per-class counts and the smoothing factor from a batch's head gradient.
 
 For a batch of ``B`` samples trained with label smoothing (targets ``(1−α)·onehot + α/C``,
-seed 001 Eq. 2) and a mean-reduced loss, the last linear layer ``z = Wx (+b)`` receives
+Struppek et al. (2024) Eq. 2) and a mean-reduced loss, the last linear layer ``z = Wx (+b)`` receives
 
     ∇b = p̄ − ȳ,   ȳ = (1−α)·k/B + α/C,   ∇W = (1/B) Σ_n (p_n − y_n) x_nᵀ,
 
@@ -21,7 +21,7 @@ proposes integer vectors, each is refitted by least squares, and the attacker's 
 is the integrality residual of the best vector and the absence of a second vector that fits
 as well — no ground truth anywhere.
 
-The batch-mean prediction ``p̂`` is estimated as in the single-sample closed form of seed 003
+The batch-mean prediction ``p̂`` is estimated as in the single-sample closed form of Wang et al. (2024)
 (Wang, Liang, He, ICLR 2024, §3.1) but for a batch: with a bias, ``x̂ = ∇bᵀ∇W/‖∇b‖²`` is a
 weighted mean of the batch's features, and ``p̂ = softmax(Wx̂ + b)``; this is exact to first
 order whenever the per-sample logits vary little around their mean (untrained and early
@@ -42,6 +42,7 @@ from typing import Literal
 
 import numpy as np
 
+from fedls.attacks.gradient.label_recovery import as_float64, recover_soft_label, softmax
 from fedls.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -100,20 +101,6 @@ def failed_recovery(num_classes: int, batch_size: int, reason: str, seconds: flo
     counts = np.full(max(num_classes, 0), batch_size // max(num_classes, 1), dtype=np.int64)
     counts[: batch_size - int(counts.sum())] += 1
     return BatchLabelRecovery(counts=counts, alpha=0.0, success=False, method=f"failed: {reason}", seconds=seconds)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _as_float64(value: object | None) -> np.ndarray | None:
-    if value is None:
-        return None
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -289,8 +276,8 @@ def _validate(
         raise ConfigError(f"batch label recovery supports augmentation='smoothing' only (got {augmentation!r})")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer (got {batch_size!r})")
-    gw, w = _as_float64(weight_grad), _as_float64(weight)
-    gb, b = _as_float64(bias_grad), _as_float64(bias)
+    gw, w = as_float64(weight_grad), as_float64(weight)
+    gb, b = as_float64(bias_grad), as_float64(bias)
     assert gw is not None and w is not None
     if gw.ndim != 2 or w.shape != gw.shape:
         raise ConfigError(f"weight and its gradient must both be [classes, features]; got {w.shape} and {gw.shape}")
@@ -313,7 +300,7 @@ def _predict(features: np.ndarray, heads: Sequence[Head]) -> np.ndarray:
     out = np.zeros(heads[0][0].shape[0])
     for w, b, weight in heads:
         z = w @ features + (0.0 if b is None else b)
-        out += weight * _softmax(z)
+        out += weight * softmax(z)
     return out / total
 
 
@@ -408,9 +395,7 @@ def solve_counts(
 
 
 def _single_sample(gw: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> BatchLabelRecovery:
-    """One sample, no bias gradient: seed 003's λ search is exact there, so use it."""
-    from fedls.attacks.gradient.label_recovery import recover_soft_label
-
+    """One sample, no bias gradient: Wang et al.'s (2024) λ search is exact there, so use it."""
     start = time.perf_counter()
     single = recover_soft_label(gw, w, None, b, augmentation="smoothing")
     c = gw.shape[0]
@@ -421,7 +406,7 @@ def _single_sample(gw: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> Batch
     return BatchLabelRecovery(
         counts=counts, alpha=single.alpha, success=single.success, residual=single.label_std, runner_up=math.inf,
         scale=1.0, alpha_identifiable=single.success, alpha_uncertainty=single.label_std * c,
-        mean_prediction=None, method="no bias, one sample: seed 003 λ search", seconds=time.perf_counter() - start,
+        mean_prediction=None, method="no bias, one sample: Wang et al. (2024) λ search", seconds=time.perf_counter() - start,
         diagnostics=dict(single.diagnostics),
     )
 

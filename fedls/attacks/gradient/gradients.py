@@ -2,7 +2,7 @@
 
 FedSGD probe: the client sends the gradient itself. FedAvg: the server only has the
 weights after local training, so it estimates the gradient as ``−Δθ / (η·steps)``
-(DESIGN.md "Soft-label gradient inversion", "In FL"). The estimate is exact for one SGD step
+(the single-update attacks of Wang et al. 2024 applied to FL). The estimate is exact for one SGD step
 without momentum and degrades with more steps and larger batches, which the benchmark
 (``scripts/bench_label_recovery.py``) measures.
 """

@@ -1,6 +1,6 @@
 """Analytic recovery of an augmented (soft) label and the last-layer input from one gradient.
 
-Seed 003 (Wang, Liang, He, ICLR 2024), §3 and DESIGN.md "Soft-label gradient inversion".
+Wang, Liang, He (ICLR 2024), §3.
 For one sample and a last layer ``z = Wx (+b)`` trained with a soft-target cross-entropy,
 ``g = ∂L/∂z = p − y``, ``∇W = g xᵀ`` and ``∇b = g``. Every row of ``∇W`` is a multiple of
 ``x`` and ``Σ_i g_i = 0`` because both ``p`` and ``y`` sum to one.
@@ -77,7 +77,7 @@ def _floor_count(num_classes: int, augmentation: str) -> int:
 
 
 def label_loss(labels: np.ndarray, augmentation: str) -> np.ndarray:
-    """Seed 003's label loss: population variance of the C−1 (smoothing) or C−2 (mixup)
+    """Wang et al.'s (2024) label loss: population variance of the C−1 (smoothing) or C−2 (mixup)
     smallest entries of ŷ, for a batch ``[..., C]`` of candidate labels.
 
     With three classes a mixup label has a single floor entry, whose variance is always
@@ -107,7 +107,8 @@ def relative_label_loss(labels: np.ndarray, gradient_term: np.ndarray, augmentat
     return floor.var(axis=-1) / (term.var(axis=-1) + 1e-300)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, shifted by the row maximum for stability."""
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
@@ -151,7 +152,8 @@ def _failure(num_classes: int, num_features: int, augmentation: str, reason: str
     )
 
 
-def _as_float64(value: object | None) -> np.ndarray | None:
+def as_float64(value: object | None) -> np.ndarray | None:
+    """An array or tensor as a float64 array (``None`` stays ``None``)."""
     if value is None:
         return None
     if hasattr(value, "detach"):
@@ -172,7 +174,7 @@ def recover_soft_label(
     ``weight_grad`` / ``weight``: ``[C, D]``; ``bias_grad`` / ``bias``: ``[C]`` or ``None`` for
     a bias-free head. Arrays or tensors; computed in float64.
 
-    * With bias (seed 003 §3.1): ``x̂`` solves ``∇W_i = ∇b_i x`` in least squares (the
+    * With bias (Wang et al. 2024, §3.1): ``x̂`` solves ``∇W_i = ∇b_i x`` in least squares (the
       ``∇b_i``-weighted mean of ``∇W_i/∇b_i``, which down-weights rows where ``∇b_i`` ≈ 0),
       ``p = softmax(Wx̂ + b)`` and ``ŷ = p − ∇b``.
     * Without bias (§3.2): :func:`_without_bias`. If several λ reproduce a valid label (few
@@ -186,8 +188,8 @@ def recover_soft_label(
     """
     if augmentation not in AUGMENTATIONS:
         raise ConfigError(f"unknown augmentation {augmentation!r}; use one of {', '.join(AUGMENTATIONS)}")
-    gw, w = _as_float64(weight_grad), _as_float64(weight)
-    gb, b = _as_float64(bias_grad), _as_float64(bias)
+    gw, w = as_float64(weight_grad), as_float64(weight)
+    gb, b = as_float64(bias_grad), as_float64(bias)
     assert gw is not None and w is not None
     if gw.ndim != 2 or w.shape != gw.shape:
         raise ConfigError(f"weight and its gradient must both be [classes, features]; got {w.shape} and {gw.shape}")
@@ -253,7 +255,7 @@ def _with_bias(gw: np.ndarray, w: np.ndarray, gb: np.ndarray, b: np.ndarray, aug
     if denom <= 0 or not math.isfinite(denom):
         return _failure(gw.shape[0], gw.shape[1], augmentation, "zero bias gradient")
     x = gb @ gw / denom
-    p = _softmax(w @ x + b)
+    p = softmax(w @ x + b)
     label = p - gb
     return _finish(gw, label, x, gb, augmentation, method="closed-form (bias)")
 
@@ -270,7 +272,7 @@ def _distinct_roots(candidates: list[tuple[float, float]]) -> list[float]:
 def _without_bias(
     gw: np.ndarray, w: np.ndarray, b: np.ndarray | None, augmentation: str, nonnegative_features: bool = False
 ) -> LabelRecovery:
-    """Seed 003 §3.2: x(λ) = λ·x₀ with x₀ = ∇W_r, r = argmax_i |Σ_j ∇W_ij|.
+    """Wang et al. (2024) §3.2: x(λ) = λ·x₀ with x₀ = ∇W_r, r = argmax_i |Σ_j ∇W_ij|.
 
     Since ∇W_i = g_i x, ``x₀ = g_r x`` and the true scale is λ* = 1/g_r. The ratio
     ``ρ_i = ∇W_i/x₀ = g_i/g_r`` is taken by projecting each row on x₀ (least squares over all
@@ -290,7 +292,7 @@ def _without_bias(
 
     def labels_at(lam: np.ndarray) -> np.ndarray:
         lam = np.asarray(lam, dtype=np.float64)[..., None]
-        return _softmax(lam * z0 + offset) - rho / lam
+        return softmax(lam * z0 + offset) - rho / lam
 
     def search_loss(lam: np.ndarray) -> np.ndarray:
         lam = np.asarray(lam, dtype=np.float64)
@@ -320,7 +322,7 @@ def _without_bias(
 
 
 def _search_scale(loss_at: Callable[[np.ndarray], np.ndarray]) -> tuple[list[tuple[float, float]], int]:
-    """Minimise the 1-D label loss over λ ≠ 0 (seed 003 §3.2, "search for λ_r").
+    """Minimise the 1-D label loss over λ ≠ 0 (Wang et al. 2024, §3.2, "search for λ_r").
 
     λ is parameterised as ``±10^t``. First a bounded local search around λ = +1 and λ = −1
     (the paper's two starts); then a global scan of ``t`` over a log-spaced grid on both

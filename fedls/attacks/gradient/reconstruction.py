@@ -1,7 +1,7 @@
 """Image reconstruction from a gradient, Inverting-Gradients style, with the label fixed.
 
-Seed 003 §4.3 feeds its recovered soft label (and optionally the recovered last-layer input
-x̂) into gradient-matching reconstruction; DESIGN.md "Reconstruction". The loss is the sum
+Wang et al. (2024, §4.3) feed their recovered soft label (and optionally the recovered
+last-layer input x̂) into gradient-matching reconstruction. The loss is the sum
 over parameter tensors of ``1 − cos(∇θ L(x', ŷ), ∇θ_true)`` plus ``tv_weight·TV(x')`` plus,
 optionally, ``feature_weight·‖f(x') − x̂‖² / ‖x̂‖²``. Adam on the image, projected to the
 pixel range [-1, 1] after every step; the iterate with the lowest loss is kept (the loss needs

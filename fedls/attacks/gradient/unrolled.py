@@ -1,12 +1,12 @@
 """Image reconstruction from a FedAvg weight update by unrolling the client's local steps.
 
-Inverting Gradients (Geiping et al., 2020, §5 "multiple local steps") and DESIGN.md
-"Reconstruction": instead of matching one gradient, the attacker simulates the client's local
-training from the weights it sent — the declared optimizer (SGD with momentum, fedls' client
-recipe), learning rate, number of steps and gradient-norm clipping — on a candidate image
-with the recovered label, and matches the simulated update ``θ_E − θ_0`` to the observed one
-(1 − cosine per parameter tensor + TV). Every simulated step stays differentiable, so the
-candidate image is optimised through the whole local training.
+Inverting Gradients (Geiping et al., 2020, §5 "multiple local steps"): instead of matching one
+gradient, the attacker simulates the client's local training from the weights it sent — the
+declared optimizer (SGD with momentum, fedls' client recipe), learning rate, number of steps
+and gradient-norm clipping — on a candidate image with the recovered label, and matches the
+simulated update ``θ_E − θ_0`` to the observed one (1 − cosine per parameter tensor + TV).
+Every simulated step stays differentiable, so the candidate image is optimised through the
+whole local training.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Differentiable, seeded batch augmentations: random resized crop and horizontal flip.
 
-PPA (seed 001 Appx. B.4) augments generated images before the target sees them: a mild
+PPA (Struppek et al. 2024, Appx. B.4) augments generated images before the target sees them: a mild
 random-resized crop while optimising (against adversarial, non-robust solutions) and strong
 crops/flips when selecting results. One affine resampling per image keeps it differentiable
 and deterministic under a :class:`torch.Generator`.

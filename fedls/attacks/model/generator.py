@@ -1,6 +1,6 @@
 """The generator interface the attack needs, and the DCGAN prior fedls trains itself.
 
-Seed 001 §2.1 / Appx. B.4: PPA decouples the attack from the GAN, so any generator of the
+Struppek et al. (2024) §2.1 / Appx. B.4: PPA decouples the attack from the GAN, so any generator of the
 target domain plugs in. fedls only needs :class:`Generator`: a ``latent_dim`` and a call
 ``G(z) -> images`` in [-1, 1] of the target model's input shape. A StyleGAN2 loaded from a
 local file fits by wrapping it (map ``z`` through its mapping network, crop/resize its output

@@ -1,4 +1,4 @@
-"""Identity losses of the optimisation stage (seed 001 Appx. B.4, Eq. 16)."""
+"""Identity losses of the optimisation stage (Struppek et al. 2024, Appx. B.4, Eq. 16)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plug & Play model inversion on the global model (seed 001 §4.4, Appx. B.4).
+"""Plug & Play model inversion on the global model (Struppek et al. 2024, §4.4, Appx. B.4).
 
 Three stages: (1) sampling — score a pool of prior samples with the target under
 augmentation (original + flip) and keep the top-k latents per target class; (2) optimisation

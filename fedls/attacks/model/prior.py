@@ -1,6 +1,6 @@
 """The server's generative prior: a DCGAN trained on the public auxiliary images only.
 
-Seed 001 §2.1 (generative MIAs learn an image prior from public data) and Appx. B.4 (PPA
+Struppek et al. (2024) §2.1 (generative MIAs learn an image prior from public data) and Appx. B.4 (PPA
 plugs any pre-trained GAN in). Labels of the public split are never read. A trained prior is
 cached on disk and reused across runs. Its quality is scored by the judge
 (:func:`fedls.metrics.inversion.prior_quality`): a noisy prior can fool a judge with textures.
