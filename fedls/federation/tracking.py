@@ -258,14 +258,14 @@ PINNED: tuple[str, ...] = (
 # numbers form the group that sorts first, so `tensorboard --logdir runs` opens on privacy vs
 # utility. metrics.jsonl keeps one key per number (the copies exist only in the event file).
 FIRST_SCREEN = "0_privacy_vs_utility/"
-FIRST_SCREEN_TAGS: dict[str, str] = {
-    "global/accuracy": "test_accuracy",
-    f"{LEAK_G}label_count_accuracy": "gradient_label_counts_exact",
-    f"{LEAK_G}label_count_mae": "gradient_label_count_error",
-    f"{LEAK_G}label_count_mae_chance": "gradient_label_count_error_even_guess",
-    f"{LEAK_G}recon_psnr": "gradient_reconstruction_psnr",
-    f"{LEAK_MI}acc1": "model_inversion_acc1",
-    f"{LEAK_MI}baseline_acc1": "model_inversion_acc1_prior_alone",
+FIRST_SCREEN_TAGS: dict[str, str] = {  # numbered: cards sort by name within a group
+    "global/accuracy": "1_test_accuracy",
+    f"{LEAK_MI}acc1": "2_model_inversion_acc1",
+    f"{LEAK_MI}baseline_acc1": "3_model_inversion_acc1_prior_alone",
+    f"{LEAK_G}label_count_mae": "4_gradient_label_count_error",
+    f"{LEAK_G}label_count_mae_chance": "5_gradient_label_count_error_even_guess",
+    f"{LEAK_G}label_count_accuracy": "6_gradient_label_counts_exact",
+    f"{LEAK_G}recon_psnr": "7_gradient_reconstruction_psnr",
 }
 
 
