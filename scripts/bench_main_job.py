@@ -83,12 +83,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the rows")
     parser.add_argument("--benchmarks", type=Path, help="Markdown file with a generated:bench-main-job block to update")
+    parser.add_argument("--from-json", action="store_true", help="do not run: rebuild the table from --out")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fedls-bench-") as tmp:
-        cache, runs = Path(tmp) / "cache", Path(tmp) / "runs"
-        rows = [run_once("cold", cache, runs), run_once("warm", cache, runs)]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    if args.from_json:
+        rows = json.loads(args.out.read_text())
+    else:
+        with tempfile.TemporaryDirectory(prefix="fedls-bench-") as tmp:
+            cache, runs = Path(tmp) / "cache", Path(tmp) / "runs"
+            rows = [run_once("cold", cache, runs), run_once("warm", cache, runs)]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown(rows)
     print(table)
     if args.benchmarks is not None:
