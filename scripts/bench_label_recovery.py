@@ -34,6 +34,7 @@ from fedls.attacks.gradient import recover_batch_labels, recover_update_labels
 from fedls.data import DataOptions, load_dataset
 from fedls.defenses.base import Defense, TrainingContext
 from fedls.models import build_model
+from fedls.provenance import provenance
 from fedls.smoothing import label_smoothing_loss
 from fedls.threat_model import ClientRecipe
 from fedls.training.local import train_local
@@ -250,7 +251,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": "scripts/bench_label_recovery.py" + (" --quick" if args.quick else
                                                            f" --trials {args.trials} --fedavg-trials {args.fedavg_trials}"),
-            "seconds": time.time() - started, "trained_steps": TRAINED_STEPS}
+            "seconds": time.time() - started, "trained_steps": TRAINED_STEPS, **provenance()}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(markdown(rows))
 
