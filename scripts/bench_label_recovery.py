@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from fedls.defenses.base import Defense, TrainingContext
 from fedls.models import build_model
 from fedls.provenance import provenance
 from fedls.smoothing import label_smoothing_loss
+from fedls.stats import wilson_interval
 from fedls.threat_model import ClientRecipe
 from fedls.training.local import train_local
 
@@ -43,14 +43,9 @@ C = 10
 TRAINED_STEPS = 100
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial rate."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """95 % Wilson interval of a rate (no trials: the whole range)."""
+    return wilson_interval(successes, n) if n else (0.0, 1.0)
 
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:

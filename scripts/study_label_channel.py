@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from fedls.attacks.gradient import recover_update_labels
 from fedls.data import DataOptions, dataset_targets, load_dataset, partition
 from fedls.defenses.base import Defense, TrainingContext
 from fedls.models import build_model
+from fedls.stats import wilson_interval
 from fedls.threat_model import ClientRecipe
 from fedls.training.local import train_local
 
@@ -46,13 +46,9 @@ RECIPES = {
 }
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """95 % Wilson interval of a rate (no trials: the whole range)."""
+    return wilson_interval(successes, n) if n else (0.0, 1.0)
 
 
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:

@@ -10,7 +10,6 @@ train/test tensors); the attack itself never sees either the judge or the privat
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from fedls.data.base import chw_shape
 from fedls.metrics.judge import Judge, JudgeOptions, judge_reliability, train_classifier
 from fedls.models import build_model
 from fedls.models.base import Classifier
+from fedls.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 _noticed: set[str] = set()
@@ -31,22 +31,6 @@ def _notice_once(message: str) -> None:
     if message not in _noticed:
         _noticed.add(message)
         log.info(message)
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (Wilson 1927); 95 % for the default z.
-    Unlike the normal approximation it stays inside [0, 1] and is honest at 0 or n successes,
-    which matters with a few dozen attack images."""
-    if trials <= 0:
-        return float("nan"), float("nan")
-    p = successes / trials
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    # at 0 or n successes the bound is exactly 0 or 1; rounding must not make it 0.9999999
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == trials else min(1.0, centre + half)
-    return low, high
 
 
 def accuracy_at_k(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
@@ -202,7 +186,7 @@ def judged_accuracy(judge: Classifier, images: torch.Tensor, targets: torch.Tens
     labelled with their attacked classes."""
     logits = _batched(judge, images, device)
     hits = int((logits.argmax(-1) == targets).sum())
-    low, high = wilson_interval(hits, len(targets))
+    low, high = wilson_interval(hits, len(targets)) if len(targets) else (float("nan"), float("nan"))
     return {
         "acc1": hits / max(len(targets), 1),
         "acc1_low": low,
