@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import processes_with_env
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "scripts" / "federation_local.sh"
@@ -33,15 +34,7 @@ def tmp_path() -> Iterator[Path]:
 
 def processes_of(work: Path) -> list[int]:
     """Live processes started for this federation: they all inherit its FLWR_HOME."""
-    marker = f"FLWR_HOME={work}/flwr-home".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    return processes_with_env(f"FLWR_HOME={work}/flwr-home")
 
 
 def run_script(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], Path]:

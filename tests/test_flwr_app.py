@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import processes_with_env
 
 from fedls.errors import ConfigError
 from fedls.federation.flwr_app import (
@@ -128,15 +129,7 @@ def test_too_few_supernodes_fail_promptly_naming_the_fix() -> None:
 
 
 def _own_processes(flwr_home: Path) -> list[int]:
-    marker = f"FLWR_HOME={flwr_home}".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    return processes_with_env(f"FLWR_HOME={flwr_home}")
 
 
 def _free_port() -> int:
