@@ -89,6 +89,7 @@ class RoundLoop:
         self.on_round = on_round
         self.stop_requested = stop_requested or threading.Event()
         self.policy = ParticipationPolicy(min_share=config.min_client_share)
+        self.planned = max(1, int(config.clients * config.fraction_train))  # clients a full round samples
         self.strategy: CuriousFedAvg | None = None  # set once the strategy exists
         self._round_started = time.perf_counter()
 
@@ -146,7 +147,10 @@ class RoundLoop:
         sampled = strategy.sampled_clients.get(server_round, 0)
         self.tracker.add({"missing": float(len(missing))}, prefix="clients/")
         self.outcome.missing_clients[server_round] = missing
-        verdict = self.outcome.participation.add(self.policy.judge(server_round, sampled, sampled - len(missing)))
+        # Judged against the planned round, not against who was sampled: a SuperNode that is
+        # gone is not sampled at all, and the round must still count as degraded.
+        planned = max(self.planned, sampled)
+        verdict = self.outcome.participation.add(self.policy.judge(server_round, planned, sampled - len(missing)))
         self.tracker.scalars(verdict.metrics())
         if verdict.degraded:
             log.warning("%s", verdict.message + (f" ({missing[0]})" if missing else ""))
@@ -208,7 +212,7 @@ class CuriousServer:
         observers = self.observer_factory(config, splits, self.device) if self.observer_factory else []
         tracker = RoundTracker(self.run)
         loop = RoundLoop(config, splits, model, observers, tracker, self.outcome, self.device, self.on_round, self.stop_requested)
-        per_round = max(1, int(config.clients * config.fraction_train))
+        per_round = loop.planned
         # Rounds go on, marked degraded, while at least the policy's share of clients is there;
         # with every node up, FedAvg still samples all of them (fraction_train of the available).
         quorum = max(1, loop.policy.required(loop.policy.min_share, per_round))
