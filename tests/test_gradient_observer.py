@@ -1,6 +1,6 @@
 """The gradient-leakage observer (attack + scorer) on hand-made ServerViews: the malicious
-FedSGD/FedAvg probes and the option schema. The honest FedAvg channel is covered in
-tests/test_gradient_channel.py."""
+FedSGD/FedAvg probes, the count scorer and the option schema. The honest channel end to end is
+covered in tests/test_simulation.py, its estimator in tests/test_batch_labels.py."""
 
 from __future__ import annotations
 
@@ -136,3 +136,16 @@ def test_honest_server_asks_no_probe() -> None:
 def test_bad_options_raise_config_error(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         GradientAttackOptions.parse(options, "gradient_attack")
+
+
+def test_count_scorer_against_the_truth() -> None:
+    from fedls.metrics.gradient_leakage import chance_count_mae, score_counts
+
+    truth = GroundTruth(0, np.array([6, 2, 0, 0]), -0.05)
+    exact = score_counts(np.array([6, 2, 0, 0]), -0.05, truth)
+    assert exact == {"count_exact": 1.0, "count_mae": 0.0, "label_set_exact": 1.0, "alpha_error": 0.0}
+    off = score_counts(np.array([5, 2, 1, 0]), 0.05, truth)
+    assert off["count_exact"] == 0.0 and off["count_mae"] == pytest.approx(0.5) and off["label_set_exact"] == 0.0
+    assert off["alpha_error"] == pytest.approx(0.1)
+    assert score_counts(np.array([8, 0]), -0.05, truth)["count_exact"] == 0.0  # wrong number of classes
+    assert chance_count_mae(truth) == pytest.approx(2.0)  # |6-2| + |2-2| + 2 + 2 over 4 classes

@@ -21,8 +21,9 @@ def score_counts(counts: np.ndarray, alpha_hat: float, truth: GroundTruth) -> di
     """One client's batch label recovery against the counts it trained on."""
     true = np.asarray(truth.label_counts, dtype=np.int64)
     guess = np.asarray(counts, dtype=np.int64)
-    if guess.shape != true.shape:
-        return {"count_exact": 0.0, "count_mae": float(np.abs(true).sum()), "alpha_error": abs(alpha_hat - truth.alpha)}
+    if guess.shape != true.shape:  # a guess over the wrong classes gets nothing right
+        return {"count_exact": 0.0, "count_mae": float(np.abs(true).sum()), "label_set_exact": 0.0,
+                "alpha_error": float(abs(alpha_hat - truth.alpha))}
     return {
         "count_exact": float(np.array_equal(guess, true)),
         "count_mae": float(np.abs(guess - true).mean()),

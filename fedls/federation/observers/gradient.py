@@ -72,9 +72,7 @@ class GradientLeakageObserver(RoundObserver):
                 f"{LEAK}label_count_mae": float(np.mean([s["count_mae"] for s in scores])),
                 f"{LEAK}label_count_mae_chance": float(np.mean([scoring.chance_count_mae(truth[c]) for c in scored])),
                 f"{LEAK}alpha_error": float(np.mean([s["alpha_error"] for s in scores])),
-                f"{DIAG}label_set_accuracy": float(
-                    np.mean([s["label_set_exact"] for s in scores if "label_set_exact" in s] or [0.0])
-                ),
+                f"{DIAG}label_set_accuracy": float(np.mean([s["label_set_exact"] for s in scores])),
             }
         )
         log_.per_client("gradient/count_exact", {c: s["count_exact"] for c, (_, s) in scored.items()})
