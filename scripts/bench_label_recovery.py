@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from fedls.attacks.gradient import recover_batch_labels, recover_update_labels
+from fedls.attacks.gradient import BatchLabelRecovery, recover_batch_labels, recover_update_labels
 from fedls.data import DataOptions, load_dataset
 from fedls.defenses.base import Defense, TrainingContext
 from fedls.models import build_model
@@ -69,6 +69,20 @@ def make_model(name: str, trained: bool, images: torch.Tensor, labels: torch.Ten
     return model
 
 
+def tally(result: BatchLabelRecovery, labels: torch.Tensor, alpha: float, exact: list[bool], flagged: list[bool],
+          claimed: list[bool], alpha_err: list[float], count_err: list[float], seconds: list[float]) -> None:
+    """Score one recovery against the batch's true labels, appending to the cell's lists."""
+    truth = np.bincount(labels.numpy(), minlength=C)
+    ok = bool(np.array_equal(result.counts, truth))
+    exact.append(ok)
+    claimed.append(result.success)
+    flagged.append(result.success and ok)
+    if result.alpha_identifiable:
+        alpha_err.append(abs(result.alpha - alpha))
+    count_err.append(float(np.abs(result.counts - truth).mean()))
+    seconds.append(result.seconds)
+
+
 def summarise(kind: str, config: dict, exact: list[bool], flagged: list[bool], claimed: list[bool],
               alpha_err: list[float], count_err: list[float], seconds: list[float]) -> dict:
     n = len(exact)
@@ -103,15 +117,7 @@ def bench_batch(images: torch.Tensor, labels: torch.Tensor, trials: int, batches
                         head = model.head
                         kwargs = {"bias_grad": head.bias.grad, "bias": head.bias} if head.bias is not None else {}
                         result = recover_batch_labels(head.weight.grad, head.weight, batch_size=batch, **kwargs)
-                        truth = np.bincount(labels[idx].numpy(), minlength=C)
-                        ok = bool(np.array_equal(result.counts, truth))
-                        exact.append(ok)
-                        claimed.append(result.success)
-                        flagged.append(result.success and ok)
-                        if result.alpha_identifiable:
-                            aerr.append(abs(result.alpha - alpha))
-                        cerr.append(float(np.abs(result.counts - truth).mean()))
-                        secs.append(result.seconds)
+                        tally(result, labels[idx], alpha, exact, flagged, claimed, aerr, cerr, secs)
                     rows.append(summarise("batch", {"model": name, "trained": trained, "batch": batch, "alpha": alpha},
                                           exact, flagged, claimed, aerr, cerr, secs))
                     print(json.dumps(rows[-1]), flush=True)
@@ -145,15 +151,7 @@ def bench_fedavg(images: torch.Tensor, labels: torch.Tensor, trials: int, batche
                             after = {k: v.detach().numpy() for k, v in model.state_dict().items()}
                             rec = recover_update_labels(start, after, recipe, num_examples=n, local_steps=result.steps,
                                                         head_names=("head.weight", "head.bias"))
-                            truth = np.bincount(labels[idx].numpy(), minlength=C)
-                            ok = bool(np.array_equal(rec.counts, truth))
-                            exact.append(ok)
-                            claimed.append(rec.success)
-                            flagged.append(rec.success and ok)
-                            if rec.alpha_identifiable:
-                                aerr.append(abs(rec.alpha - alpha))
-                            cerr.append(float(np.abs(rec.counts - truth).mean()))
-                            secs.append(rec.seconds)
+                            tally(rec, labels[idx], alpha, exact, flagged, claimed, aerr, cerr, secs)
                         rows.append(summarise(
                             "fedavg", {"model": "cnn", "trained": trained, "clip": clip, "batch": batch, "steps": steps,
                                        "alpha": alpha}, exact, flagged, claimed, aerr, cerr, secs))

@@ -42,7 +42,7 @@ from typing import Literal
 
 import numpy as np
 
-from fedls.attacks.gradient.label_recovery import as_float64, recover_soft_label, softmax
+from fedls.attacks.gradient.label_recovery import head_arrays, recover_soft_label, softmax
 from fedls.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -276,15 +276,7 @@ def _validate(
         raise ConfigError(f"batch label recovery supports augmentation='smoothing' only (got {augmentation!r})")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer (got {batch_size!r})")
-    gw, w = as_float64(weight_grad), as_float64(weight)
-    gb, b = as_float64(bias_grad), as_float64(bias)
-    assert gw is not None and w is not None
-    if gw.ndim != 2 or w.shape != gw.shape:
-        raise ConfigError(f"weight and its gradient must both be [classes, features]; got {w.shape} and {gw.shape}")
-    if gw.shape[0] < 3:
-        raise ConfigError(f"batch label recovery needs at least 3 classes (got {gw.shape[0]})")
-    if (gb is None) != (b is None) and gb is not None:
-        raise ConfigError("a bias gradient was given without the bias; pass both or neither")
+    gw, w, gb, b = head_arrays(weight_grad, weight, bias_grad, bias, "batch label recovery")
     for name, a in (("bias gradient", gb), ("bias", b)):
         if a is not None and a.shape != (gw.shape[0],):
             raise ConfigError(f"the {name} must have one entry per class ({gw.shape[0]}); got shape {a.shape}")

@@ -161,6 +161,25 @@ def as_float64(value: object | None) -> np.ndarray | None:
     return np.asarray(value, dtype=np.float64)
 
 
+def head_arrays(
+    weight_grad: object, weight: object, bias_grad: object | None, bias: object | None, task: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The head's weight, bias and their gradients as float64 arrays, with the checks every
+    label-recovery entry point needs (matching [classes, features] shapes, at least 3 classes,
+    no bias gradient without the bias); ``task`` names the caller in the error."""
+    gw, w = as_float64(weight_grad), as_float64(weight)
+    gb, b = as_float64(bias_grad), as_float64(bias)
+    if gw is None or w is None:
+        raise ConfigError(f"{task} needs the head's weight and its gradient")
+    if gw.ndim != 2 or w.shape != gw.shape:
+        raise ConfigError(f"weight and its gradient must both be [classes, features]; got {w.shape} and {gw.shape}")
+    if gw.shape[0] < 3:
+        raise ConfigError(f"{task} needs at least 3 classes (got {gw.shape[0]})")
+    if gb is not None and b is None:
+        raise ConfigError("a bias gradient was given without the bias; pass both or neither")
+    return gw, w, gb, b
+
+
 def recover_soft_label(
     weight_grad: object,
     weight: object,
@@ -188,16 +207,8 @@ def recover_soft_label(
     """
     if augmentation not in AUGMENTATIONS:
         raise ConfigError(f"unknown augmentation {augmentation!r}; use one of {', '.join(AUGMENTATIONS)}")
-    gw, w = as_float64(weight_grad), as_float64(weight)
-    gb, b = as_float64(bias_grad), as_float64(bias)
-    assert gw is not None and w is not None
-    if gw.ndim != 2 or w.shape != gw.shape:
-        raise ConfigError(f"weight and its gradient must both be [classes, features]; got {w.shape} and {gw.shape}")
+    gw, w, gb, b = head_arrays(weight_grad, weight, bias_grad, bias, "soft-label recovery")
     c, d = gw.shape
-    if c < 3:
-        raise ConfigError(f"soft-label recovery needs at least 3 classes (got {c})")
-    if gb is not None and b is None:
-        raise ConfigError("a bias gradient was given without the bias; pass both or neither")
     arrays = [a for a in (gw, w, gb, b) if a is not None]
     if not all(np.isfinite(a).all() for a in arrays):
         return _failure(c, d, augmentation, "non-finite gradient or weights")
