@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
-from fedls.errors import CheckpointError
+from fedls.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,20 @@ def dataset_fingerprint(dataset: Samples, with_labels: bool) -> str:
             if with_labels:
                 digest.update(str(int(y)).encode())
     return digest.hexdigest()[:16]
+
+
+def check_cache_dir(root: Path | str | None) -> Path:
+    """The cache folder, refused with one line when it cannot be written: priors and judges take
+    minutes to train, and finding out when saving them would throw that work away."""
+    folder = Path(root) if root is not None else default_cache_dir()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"cache folder {folder}: {existing} is not a folder; pass another --cache-dir or set FEDLS_CACHE")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cache folder {folder} is not writable ({existing}); pass another --cache-dir or set FEDLS_CACHE")
+    return folder
 
 
 def cache_path(root: Path | str | None, kind: str, key: dict[str, Any]) -> Path:

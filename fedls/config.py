@@ -9,6 +9,7 @@ simulation.prepare` parses every section before anything is written or Ray start
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,8 @@ from fedls.errors import ConfigError
 from fedls.schema import Options
 from fedls.smoothing import SmoothingSchedule
 from fedls.threat_model import ClientRecipe
+
+log = logging.getLogger(__name__)
 
 AttackSwitch = Literal["none", "gradient", "model", "all"]
 
@@ -241,6 +244,21 @@ class RunConfig(Options):
     def schedule(self) -> SmoothingSchedule:
         return SmoothingSchedule(self.alpha, self.warmup_rounds, self.ramp_rounds)
 
+    def schedule_warning(self) -> str | None:
+        """Why the α this config names would not be the α its clients train with: a negative α
+        waits ``warmup_rounds`` rounds and ramps over ``ramp_rounds`` more, so a short run
+        never smooths (or never reaches full α) while a comparison still labels it with α."""
+        schedule = self.schedule()
+        in_force = [schedule.alpha_at(r) for r in range(1, self.rounds + 1)]
+        if self.alpha == 0 or in_force[-1] == self.alpha:
+            return None
+        if all(a == 0 for a in in_force):
+            effect = f"never smooths: all {self.rounds} rounds are inside the {self.warmup_rounds}-round warm-up"
+        else:
+            ramp_end = self.warmup_rounds + self.ramp_rounds
+            effect = f"reaches only α={in_force[-1]:.3g} by round {self.rounds} (the ramp ends at round {ramp_end})"
+        return f"α={self.alpha:g} {effect}; raise --rounds or lower --warmup-rounds/--ramp-rounds"
+
     def recipe(self, alpha: float | None = None) -> ClientRecipe:
         """The clients' declared local training (with the α in force, default the target α)."""
         return ClientRecipe(
@@ -261,7 +279,8 @@ class RunConfig(Options):
 
     def check_registries(self) -> RunConfig:
         """Check the names against the registries and the option tables of the defense and
-        central DP (attack sections are checked by :mod:`fedls.federation.observers`)."""
+        central DP (attack sections are checked by :mod:`fedls.federation.observers`); warn
+        when the α schedule never reaches the configured α (:meth:`schedule_warning`)."""
         from fedls.data import DATASETS, PARTITIONERS
         from fedls.defenses import DEFENSES, build_defense
         from fedls.models import MODELS
@@ -273,6 +292,8 @@ class RunConfig(Options):
         build_defense(self.defense, self.defense_options)
         if self.central_dp:
             CentralDPOptions.parse(self.central_dp, "central_dp")
+        if (warning := self.schedule_warning()) is not None:
+            log.warning("%s", warning)
         return self
 
     def central_dp_options(self) -> CentralDPOptions | None:

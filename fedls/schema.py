@@ -44,15 +44,16 @@ def one_line(error: ValidationError, table: str) -> str:
 
 class Options(BaseModel):
     """Base of every option table: unknown keys are errors, values are checked on assignment,
-    NaN is refused wherever a number is expected (``nan`` passes pydantic's ``ge``/``le``)."""
+    NaN and ±inf are refused wherever a number is expected (``nan`` passes pydantic's
+    ``ge``/``le``, and an unbounded ``inf`` learning rate or α would reach the clients)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
 
     @field_validator("*", mode="after")
     @classmethod
     def _finite(cls, value: Any) -> Any:
-        if isinstance(value, float) and math.isnan(value):
-            raise ValueError("must be a number, not NaN")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
         return value
 
     @classmethod

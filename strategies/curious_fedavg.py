@@ -104,6 +104,7 @@ class CuriousFedAvg(FedAvg):
         self.missing_clients: dict[int, list[str]] = {}
         self._captured: set[int] = set()
         self.sampled_clients: dict[int, int] = {}
+        self._addressed: dict[int, list[int]] = {}  # node ids each round's instructions went to
 
     def alpha_for(self, server_round: int) -> float:
         return self.schedule.alpha_at(server_round)
@@ -126,6 +127,7 @@ class CuriousFedAvg(FedAvg):
         messages = list(super().configure_train(server_round, arrays, ConfigRecord({**dict(config), **dict(instructions)}), grid))
         self._sent = {server_round: arrays}
         self.sampled_clients[server_round] = len(messages)
+        self._addressed[server_round] = [m.metadata.dst_node_id for m in messages]
         return messages
 
     def capture(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
@@ -137,9 +139,13 @@ class CuriousFedAvg(FedAvg):
             return replies
         self._captured.add(server_round)
         failed = [m for m in replies if m.has_error()]
+        # With a round timeout Flower returns only the replies that arrived in time; a client
+        # that never answered leaves no message at all, so it is found by who was addressed.
+        answered = {m.metadata.src_node_id for m in replies}
+        silent = [node for node in self._addressed.get(server_round, []) if node not in answered]
         self.missing_clients[server_round] = [
             f"node {m.metadata.src_node_id}: {short_reason(m.error.reason or '')}" for m in failed
-        ]
+        ] + [f"node {node}: no reply before the round timeout; raise --round-timeout" for node in silent]
         for reason in self.missing_clients[server_round]:
             log.warning("round %d: client missing (%s)", server_round, reason)
         # Replies arrive in completion order; averaging them in a fixed (client) order makes the

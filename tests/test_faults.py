@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -176,3 +177,15 @@ def test_quorum_gives_up_with_one_line_instead_of_waiting_forever() -> None:
         await_quorum(Nodes(1), ParticipationPolicy(min_share=0.5), planned=4, server_round=3, timeout=0.05, poll=0.01)
     message = str(info.value)
     assert "\n" not in message and "round 3" in message and "1 of 4" in message and "minimum 2" in message
+
+
+def test_a_round_timeout_that_no_client_meets_fails_the_run_instead_of_reporting_success(tmp_path: Path) -> None:
+    """Flower returns no message for a client that missed the deadline: the round must still
+    count it as missing, so a run that trained nothing never ends ``complete``."""
+    config = RunConfig(clients=3, rounds=2, local_epochs=1, attacks="none", run_dir=str(tmp_path), name="late",
+                       round_timeout=0.05)  # far below a client's start-up and training time
+    with pytest.raises(TooFewClients, match="no reply before the round timeout; raise --round-timeout"):
+        simulate(config)
+    summary = json.loads((tmp_path / "late" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["rounds_completed"] == 0
+    assert len(summary["missing_clients"]["1"]) == 3

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 
+import numpy as np
 from typer.testing import CliRunner
 
 from fedls.cli import app
@@ -64,3 +66,43 @@ def test_simulate_refuses_more_attacked_classes_than_the_task_has(tmp_path):
     assert result.exit_code == 2, result.output
     assert "99 is more than the 5 classes" in result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def _identity_folder(root):
+    from PIL import Image
+
+    for identity, n in {"a": 6, "b": 5, "c": 4, "d": 3}.items():
+        (root / identity).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((10, 10, 3), i * 20, np.uint8)).save(root / identity / f"{i}.png")
+    return root
+
+
+def test_prior_train_uses_the_runs_own_identity_split(tmp_path):
+    """Identities a, b are the run's private ones (top 2 by count); the prior must see only c and d."""
+    faces = _identity_folder(tmp_path / "faces")
+    run_toml = tmp_path / "run.toml"
+    run_toml.write_text(f'dataset = "imagefolder"\ndata_dir = "{faces}"\nnum_classes = 2\nimage_size = 16\n')
+    out = tmp_path / "prior"
+    args = ["prior", "train", "--config", str(run_toml), "--prior-steps", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "prior.json").read_text())
+    assert info["private_classes"] == ["a", "b"] and info["public_images"] == 4 + 3
+
+
+def test_prior_train_refuses_a_split_without_public_data_and_an_unwritable_cache(tmp_path):
+    faces = _identity_folder(tmp_path / "faces")
+    result = CliRunner().invoke(app, ["prior", "train", "--dataset", "imagefolder", "--data-dir", str(faces),
+                                      "--num-classes", "4", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "no public data" in result.output and result.output.count("\n") == 1
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):  # root ignores permission bits; a file in the way is refused for everyone
+        read_only = tmp_path / "a-file"
+        read_only.write_text("x")
+    result = CliRunner().invoke(app, ["prior", "train", "--cache-dir", str(read_only / "cache"), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "cache folder" in result.output and result.output.count("\n") == 1
+    assert not (tmp_path / "p").exists()

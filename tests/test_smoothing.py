@@ -55,3 +55,23 @@ def test_positive_alpha_holds_from_the_start_unless_asked() -> None:
 def test_out_of_range_alpha_is_rejected() -> None:
     with pytest.raises(ConfigError, match="<= 1"):
         SmoothingSchedule(1.5)
+
+
+@pytest.mark.parametrize(
+    ("rounds", "expected"),
+    [(2, "never smooths: all 2 rounds are inside the 3-round warm-up"), (5, "reaches only α=-0.0333 by round 5"), (6, None)],
+)
+def test_a_run_too_short_for_the_negative_alpha_warm_up_is_warned(
+    rounds: int, expected: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warm-up trap: a comparison would label such a run α = −0.05 though its clients never used it."""
+    from fedls.config import RunConfig
+
+    config = RunConfig(alpha=-0.05, rounds=rounds, warmup_rounds=3, ramp_rounds=3)
+    with caplog.at_level("WARNING", logger="fedls.config"):
+        config.check_registries()
+    if expected is None:
+        assert config.schedule_warning() is None and not caplog.records
+    else:
+        assert expected in (config.schedule_warning() or "") and expected in caplog.text
+    assert RunConfig(alpha=0.1, rounds=1).schedule_warning() is None  # positive α needs no warm-up

@@ -131,3 +131,14 @@ def test_run_config_rejects_bad_central_dp() -> None:
         RunConfig(central_dp={"clipping_norm": 0}).check_registries()
     with pytest.raises(ConfigError, match="central_dp: sigma: unknown option"):
         RunConfig(central_dp={"sigma": 1.0}).check_registries()
+
+
+def test_a_client_that_never_replied_is_missing_even_without_an_error_message() -> None:
+    """A round timeout drops late clients without any message: they are found by who was addressed."""
+    strategy = _strategy(SmoothingSchedule(0.0))
+    strategy._addressed = {1: [11, 12, 13]}
+    arrays, _ = strategy.aggregate_train(1, [_reply(11, 1.0, 5, 0), _error(12)])
+    assert arrays is not None
+    assert strategy.missing_clients[1] == [
+        "node 12: client crashed", "node 13: no reply before the round timeout; raise --round-timeout",
+    ]

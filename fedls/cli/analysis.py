@@ -6,6 +6,7 @@ outputs to a fresh ``--out`` folder and prints a summary table.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,11 +67,17 @@ def _run_dirs(paths: Sequence[Path]) -> None:
 @guarded
 def toy(
     alpha: Annotated[
-        Optional[list[float]], Opt("--alpha", "-a", help="Smoothing factor, repeatable. \\[default: 0, 0.05, -0.05]")
+        Optional[list[float]],
+        Opt("--alpha", "-a", help="Smoothing factor, repeatable. \\[default: 0, 0.05, -0.05]", click_type=FiniteFloat()),
     ] = None,
-    num_seeds: Annotated[int, Opt("--num-seeds", min=1, help="Number of seeds (0..N-1): data, initialisation.")] = 5,
-    iterations: Annotated[int, Opt(min=1, help="Full-batch SGD iterations (Struppek et al. 2024, Appx. B.6: 5000).")] = 5000,
-    fixed_steps: Annotated[int, Opt(min=1, help="Steps of the attack variant without stopping rule (Fig. 8).")] = 5000,
+    # upper bounds keep a typo (10000000 seeds) from starting days of work
+    num_seeds: Annotated[int, Opt("--num-seeds", min=1, max=1000, help="Number of seeds (0..N-1): data, initialisation.")] = 5,
+    iterations: Annotated[
+        int, Opt(min=1, max=1_000_000, help="Full-batch SGD iterations (Struppek et al. 2024, Appx. B.6: 5000).")
+    ] = 5000,
+    fixed_steps: Annotated[
+        int, Opt(min=1, max=1_000_000, help="Steps of the attack variant without stopping rule (Fig. 8).")
+    ] = 5000,
     start: Annotated[
         Optional[str], Opt(help="Attack start point 'x,y'. \\[default: green centre moved 1 toward orange: (-1.5, -1.5)]")
     ] = None,
@@ -89,6 +96,8 @@ def toy(
     if start is not None:
         try:
             sx, sy = (float(v) for v in start.split(","))
+            if not (math.isfinite(sx) and math.isfinite(sy)):
+                raise ValueError(start)
         except ValueError:
             raise ConfigError(f"--start {start!r} is not 'x,y' (e.g. --start=-2.5,-1.5)") from None
         start_point = (sx, sy)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from fedls.attacks.gradient.options import GradientAttackOptions
 from fedls.cli.app import attack_app, console, guarded, setup_logging
-from fedls.cli.options import schema_option, shown_default
+from fedls.cli.options import FiniteFloat, schema_option, shown_default
 
 Opt = typer.Option
 
@@ -25,7 +25,7 @@ def attack_gradient(
     dataset: Annotated[str, Opt(help="Dataset of a fresh global model (ignored with RUN).")] = "digits",
     sample_indices: Annotated[str, Opt(
         "--sample-indices", help="Comma-separated training-sample indices, one probe each.")] = "0,1,2,3",
-    alpha: Annotated[float, Opt(help="Label-smoothing factor the victim trains with.")] = 0.1,
+    alpha: Annotated[float, Opt(help="Label-smoothing factor the victim trains with.", click_type=FiniteFloat())] = 0.1,
     mixup: Annotated[Optional[float], schema_option(GradientAttackOptions, "mixup")] = None,
     recon_steps: Annotated[int, Opt(help="Image-reconstruction Adam steps per probe; 0 = labels and features only.")] = 100,
     tv_weight: Annotated[Optional[float], schema_option(GradientAttackOptions, "tv_weight")] = None,

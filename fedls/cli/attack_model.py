@@ -67,22 +67,29 @@ def attack_options(option: list[str] | None = None, **sections: dict[str, Any]) 
 
 
 class TaskBars:
-    """A rich progress bar per task name (prior, evaluation model, attack stages)."""
+    """A rich progress bar per task name (prior, evaluation model, attack stages), shown from the
+    first report on: an error found before any work starts stays one line on the terminal."""
 
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console,
+        )
         self.tasks: dict[str, Any] = {}
 
+    def __enter__(self) -> TaskBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tasks:
+            self.progress.stop()
+
     def __call__(self, name: str, done: int, total: int) -> None:
+        if not self.tasks:
+            self.progress.start()
         if name not in self.tasks:
             self.tasks[name] = self.progress.add_task(name, total=total)
         self.progress.update(self.tasks[name], completed=done, total=total)
-
-
-def make_progress() -> Progress:
-    return Progress(
-        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    )
 
 
 def metrics_table(title: str, metrics: dict[str, float]) -> Table:
@@ -168,8 +175,8 @@ def attack_model(
         evaluation={"model": judge, "surrogate_inits": surrogate_inits, "face_weights": face_weights,
                     "inception_weights": inception_weights},
     ))
-    with make_progress() as progress:
-        report = attack_checkpoint(run, options, out, device, generator, TaskBars(progress))
+    with TaskBars() as bars:
+        report = attack_checkpoint(run, options, out, device, generator, bars)
     console.print(metrics_table(f"model inversion of {run}", report.metrics))
     for file in report.files:
         console.print(f"wrote {file}")

@@ -71,6 +71,22 @@ def scalar_type(annotation: Any) -> tuple[type, tuple[str, ...] | None] | None:
     return (annotation, None) if annotation in SCALARS else None
 
 
+def click_type(info: FieldInfo, python_type: type, choices: tuple[str, ...] | None) -> click.ParamType | None:
+    """The Click type that checks a flag as the schema will: choices, the declared range, and
+    finite floats, so that the error names the flag the user typed (``--lr``), not the key."""
+    if choices:
+        return click.Choice(choices)
+    if python_type not in (int, float):
+        return None
+    bounds: dict[str, Any] = {}
+    for rule in info.metadata:
+        for attr, key, is_open in (("ge", "min", False), ("gt", "min", True), ("le", "max", False), ("lt", "max", True)):
+            if getattr(rule, attr, None) is not None:
+                bounds[key] = getattr(rule, attr)
+                bounds[f"{key}_open"] = is_open
+    return FiniteFloat(**bounds) if python_type is float else click.IntRange(**bounds)
+
+
 def field_option(schema: type[Options], name: str, *decls: str, panel: str | None = None, hidden: bool = False,
                  default: str | None = None, prefix: str = "") -> tuple[type, typer.models.OptionInfo]:
     """The Typer annotation parts of a flag that sets ``schema.name``."""
@@ -84,7 +100,7 @@ def field_option(schema: type[Options], name: str, *decls: str, panel: str | Non
         help=field_help(schema, name, default, prefix),
         rich_help_panel=panel or field_panel(info),
         show_default=False,  # the default is part of the help text (the flag's own default is None)
-        click_type=click.Choice(choices) if choices else None,
+        click_type=click_type(info, python_type, choices),
         hidden=hidden,
     )
     return python_type, option

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torchvision.utils import save_image
 
+from fedls.assembly import build_global_model, load_splits
 from fedls.attacks.model.prior import load_generator_file, load_or_train_prior
+from fedls.cache import check_cache_dir
 from fedls.config import RunConfig
-from fedls.data import load_dataset, to_unit_range
-from fedls.data.base import PublicSplit
-from fedls.data.registry import DataOptions
+from fedls.data import to_unit_range
 from fedls.errors import CheckpointError, ConfigError
 from fedls.federation.observers.model_inversion import ModelAttackOptions, ModelInversion, TaskProgress, round_title
 from fedls.models import load_weights
@@ -78,11 +78,9 @@ def attack_checkpoint(
     progress: TaskProgress | None = None,
 ) -> StandaloneReport:
     """Load a run's config and final model, invert and score it, and write report.json + PNGs."""
-    from fedls.assembly import build_global_model, data_options
-
     run, model_file = locate_run(checkpoint)
     config: RunConfig = run.config()
-    splits = load_dataset(config.dataset, data_options(config))
+    splits = load_splits(config)
     options.ppa.check_classes(splits.num_classes)
     model = build_global_model(config, splits)
     load_weights(model, model_file)
@@ -124,33 +122,36 @@ def attack_checkpoint(
 
 
 def train_dataset_prior(
-    dataset: str,
+    run: RunConfig,
     options: ModelAttackOptions,
-    data_dir: Path | None = None,
-    image_size: int | None = None,
-    data_seed: int = 0,
-    public_split: PublicSplit = "disjoint",
     out_dir: Path | None = None,
     device: str = "auto",
     retrain: bool = False,
-    target_model: str = "cnn",
     progress: TaskProgress | None = None,
 ) -> StandaloneReport:
-    """Train (or load) the cached prior for a dataset's public split, write a sample grid and
-    the prior-quality proxy (measured with the judge)."""
-    data = DataOptions(data_dir=data_dir, seed=data_seed, image_size=image_size, public_split=public_split)
-    splits = load_dataset(dataset, data)
+    """Train (or load) the cached prior for the public split of ``run``'s dataset, write a
+    sample grid and the prior-quality proxy (measured with the judge).
+
+    The split comes from the run config itself (dataset, seed, private classes, public split),
+    through the same :func:`~fedls.assembly.load_splits` the simulation uses: for identity
+    datasets the private identities depend on ``num_classes``, so a prior built from a split
+    guessed any other way could contain the private identities it must not know."""
+    splits = load_splits(run)
+    if len(splits.public) == 0:
+        raise ConfigError(f"{splits.name} has no public data with these settings; use fewer private classes (--num-classes)")
+    check_cache_dir(options.cache_dir)
     torch_device = resolve_device(device)
     prior = load_or_train_prior(
         splits.name, splits.public, splits.image_shape, options.prior, options.cache_dir, torch_device,
         (lambda done, total: progress("prior", done, total)) if progress else None, retrain=retrain,
     )
-    inversion = ModelInversion(options, splits, target_model, torch_device, prior=prior, progress=progress)
+    inversion = ModelInversion(options, splits, run.model, torch_device, prior=prior, progress=progress)
     quality = inversion.prior_quality()
     out = prepare_output_dir(out_dir, Path("runs") / f"prior-{splits.name}")
     files = [save_grid(out / "prior_samples.png", inversion.prior_samples(64), 8)]
     (out / "prior.json").write_text(json.dumps(
         {"dataset": splits.name, "public_kind": splits.public_kind, "public_images": len(splits.public),
+         "private_classes": splits.class_names or list(range(splits.num_classes)), "data_seed": run.seed,
          "cache_file": str(prior.cache_file), "quality": quality, "judge": inversion.judge.arch,
          "judge_accuracy": inversion.judge.test_accuracy, "config": options.prior.model_dump(mode="json")}, indent=2))
     files.append(out / "prior.json")

@@ -7,6 +7,7 @@ import torch
 from fedls.assembly import build_global_model
 from fedls.attacks.gradient.gradients import head_parameter_names
 from fedls.attacks.gradient.options import GradientAttackOptions
+from fedls.cache import check_cache_dir
 from fedls.config import RunConfig
 from fedls.data import DatasetSplits
 from fedls.errors import ConfigError
@@ -36,7 +37,13 @@ OBSERVERS.register("gradient_attack")(ObserverKind(_validate_gradient, _build_gr
 
 
 def _validate_model(config: RunConfig, splits: DatasetSplits) -> None:
-    parse_model_attack(config.model_attack, splits.num_classes)
+    options = parse_model_attack(config.model_attack, splits.num_classes)
+    if len(splits.public) == 0:
+        raise ConfigError(
+            f"model inversion needs the server's public data for its prior, but {splits.name} has none with these "
+            "settings; use fewer private classes (--num-classes) or --attacks gradient"
+        )
+    check_cache_dir(options.cache_dir)
 
 
 def _build_model(config: RunConfig, splits: DatasetSplits, device: torch.device) -> RoundObserver:
