@@ -25,7 +25,8 @@ def compare(
         help="Experiment TOML (\\[experiment], \\[base] table + \\[\\[setting]] entries); see experiments/.")] = None,
     out: Annotated[Optional[Path], Opt(
         help="Output folder: <setting>/seed-<n> run directories plus results.csv/.md, utility_privacy.png, comparison.json, "
-        "hparams/. Rerunning resumes. \\[default: the file's \\[experiment].out, or runs/compare]")] = None,
+        "hparams/. Rerunning resumes; a folder that fedls compare did not write is refused unless empty. "
+        "\\[default: the file's \\[experiment].out, or runs/compare]")] = None,
     setting: Annotated[Optional[list[str]], Opt(
         "--setting", "-s",
         help="Ad-hoc setting NAME=DEFENSE\\[:key=value,...]\\[@ALPHA], repeatable, "
@@ -45,7 +46,7 @@ def compare(
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show fedls' logs.")] = False,
 ) -> None:
     """Compare defenses on the same data, partition, seeds, rounds and attacks (Struppek et al. 2024, Table 1)."""
-    from fedls.compare import CompareOptions, plan_comparison, run_comparison
+    from fedls.compare import CompareOptions, check_comparison, plan_comparison, run_comparison
     from fedls.compare.table import MISSING
 
     setup_logging(verbose)
@@ -54,6 +55,7 @@ def compare(
         "seeds": seeds, "dataset": dataset, "clients": clients, "rounds": rounds, "seed": seed, "device": device,
     }
     plan = plan_comparison(CompareOptions.parse({k: v for k, v in flags.items() if v is not None}, "compare"))
+    checked = check_comparison(plan)  # the folder, finished runs and every setting on this machine: nothing written yet
 
     runs = list(plan.runs())
     total_rounds = sum(config.rounds for _, _, config in runs)
@@ -83,7 +85,7 @@ def compare(
 
     try:
         with progress:
-            result = run_comparison(plan, on_progress=on_progress, command=shlex.join(["fedls", *sys.argv[1:]]))
+            result = run_comparison(checked, on_progress=on_progress, command=shlex.join(["fedls", *sys.argv[1:]]))
     except KeyboardInterrupt:
         err_console.print("interrupted: finished runs are kept; rerun the same command to resume")
         raise typer.Exit(code=130) from None

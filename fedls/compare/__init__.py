@@ -11,11 +11,19 @@ from __future__ import annotations
 from fedls.compare.experiment import Experiment, Setting, load_experiment, quick_experiment
 from fedls.compare.options import CompareOptions, plan_comparison
 from fedls.compare.results import COLUMNS, ComparisonStats, load_results
-from fedls.compare.runner import ComparisonResult, ProgressEvent, RunOutcome, run_comparison
+from fedls.compare.runner import (
+    CheckedComparison,
+    ComparisonResult,
+    ProgressEvent,
+    RunOutcome,
+    check_comparison,
+    run_comparison,
+)
 from fedls.compare.table import ResultTable
 
 __all__ = [
     "COLUMNS",
+    "CheckedComparison",
     "CompareOptions",
     "ComparisonResult",
     "ComparisonStats",
@@ -24,6 +32,7 @@ __all__ = [
     "ResultTable",
     "RunOutcome",
     "Setting",
+    "check_comparison",
     "load_experiment",
     "load_results",
     "plan_comparison",

@@ -34,8 +34,8 @@ from fedls.compare.results import ComparisonStats, load_results
 from fedls.compare.runner import stamp
 from fedls.compare.table import ResultTable
 from fedls.errors import ConfigError
-from fedls.run_dir import RunDirectory
-from fedls.studies.reports import report_markdown, report_run
+from fedls.outputs import write_atomic
+from fedls.studies.reports import read_run_files, report_markdown, report_run
 
 log = logging.getLogger(__name__)
 KINDS = ("table", "tests", "plot", "report")
@@ -86,7 +86,7 @@ class Generator:
         """A single run's report, stamped with the code that made it and how it was run."""
         run = self.results / name
         report = report_run(run)
-        summary = RunDirectory.open(run).summary() or {}
+        summary = read_run_files(run).summary or {}
         stamp = (f"<sub>fedls {summary.get('fedls_version', '?')} at commit {summary.get('git_commit', '?')}, "
                  f"{summary.get('seconds', '?')} s, status {summary.get('status', '?')}. "
                  f"Regenerate: `{self.command}` (from `{name}/`).</sub>")
@@ -146,7 +146,7 @@ def update_document(path: Path, generator: Generator, skip_missing: bool = False
     new = BLOCK.sub(replace, text)
     changed = new != text
     if changed and write:
-        path.write_text(new)
+        write_atomic(path, new)
     for name in skipped:
         log.warning("%s: kept block %s (no results for it)", path, name)
     return DocUpdate(path, names, changed, skipped)

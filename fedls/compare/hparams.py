@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fedls.config import RunConfig
+from fedls.outputs import write_atomic
 
 MARKER = ".written"
 
@@ -40,5 +41,5 @@ def write_hparams(root: Path, run: str, config: RunConfig, metrics: Mapping[str,
     values = {f"hparam/{k}": float(v) for k, v in metrics.items() if v is not None}
     with SummaryWriter(log_dir=str(folder)) as writer:
         writer.add_hparams(hparam_dict(config), values, run_name=".")
-    (folder / MARKER).write_text("")
+    write_atomic(folder / MARKER, "")
     return folder

@@ -1,8 +1,10 @@
 """The options of ``fedls compare``, declared with the one option schema (:mod:`fedls.schema`),
 and how they become an :class:`~fedls.compare.experiment.Experiment`.
 
-The command line only collects flags into :class:`CompareOptions`; every check (which mode,
-seeds, the output folder, overrides of the experiment file) happens here, before anything runs.
+The command line only collects flags into :class:`CompareOptions`; every check of the options
+(which mode, seeds, the output folder, overrides of the experiment file) happens here, and
+:func:`~fedls.compare.runner.check_comparison` then checks the plan against the disk and the
+machine, before anything is written.
 """
 
 from __future__ import annotations

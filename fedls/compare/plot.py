@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedls.compare.results import ComparisonStats
+from fedls.outputs import atomic_path
 
 PANELS = (
     ("attack_acc1", "Attack Acc@1 (model inversion)"),
@@ -226,6 +227,9 @@ def utility_privacy_plot(stats: ComparisonStats, path: Path) -> Path:
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     for ax, shown in labelled:  # after the layout, so that overlap is judged where labels end up
         _label_points(ax, shown)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path

@@ -10,7 +10,8 @@ Layout of a comparison folder (written by :mod:`fedls.compare.runner`)::
 Everything here is recomputed from the run directories' ``metrics.jsonl`` and ``summary.json``,
 so the documentation generator (``scripts/make_docs.py``) and ``fedls compare`` give the same
 numbers. Only complete runs enter the statistics; a metric a run did not log is missing, never
-filled in.
+filled in. A run whose records a crash or a full disk left cut off or empty is ``damaged``: it
+is left out like an unfinished run (``fedls compare`` runs it again when resuming).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from fedls.errors import CheckpointError
-from fedls.run_dir import CONFIG_FILE, RunDirectory
+from fedls.outputs import write_atomic
+from fedls.run_dir import CONFIG_FILE
 from fedls.stats import CountTest, PairedTest, Summary, describe, paired_test, two_proportion_z
+from fedls.studies.reports import read_run_files
 
 log = logging.getLogger(__name__)
 MANIFEST = "comparison.json"
@@ -146,11 +149,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     def write(self, out: Path) -> Path:
-        path = out / MANIFEST
-        tmp = out / f".{MANIFEST}.tmp"
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        return write_atomic(out / MANIFEST, self.to_json())
 
     @classmethod
     def read(cls, out: Path) -> Manifest:
@@ -159,22 +158,27 @@ class Manifest:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise CheckpointError(f"{out} holds no {MANIFEST}; pass a folder written by `fedls compare`") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read {path}: {exc}") from None
-        if data.get("layout") != LAYOUT:
-            raise CheckpointError(f"{path}: unknown layout {data.get('layout')!r}; it was written by another fedls version")
-        data["settings"] = [SettingInfo(**s) for s in data["settings"]]
-        return cls(**data)
+        if not isinstance(data, dict) or data.get("layout") != LAYOUT:
+            layout = data.get("layout") if isinstance(data, dict) else None
+            raise CheckpointError(f"{path}: unknown layout {layout!r}; it was not written by this version of `fedls compare`")
+        try:
+            data["settings"] = [SettingInfo(**s) for s in data["settings"]]
+            return cls(**data)
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass
 class RunResult:
     setting: str
     seed: int
-    status: str  # complete | interrupted | failed | running | not run
+    status: str  # complete | interrupted | failed | running | damaged | not run
     metrics: dict[str, float] = field(default_factory=dict)
     counts: tuple[int, int] | None = None  # Acc@1 as (correct, total) attack images
     provenance: dict[str, str] = field(default_factory=dict)
+    problem: str = ""  # why a damaged run's records cannot be trusted
 
 
 def run_key(setting: str, seed: int) -> str:
@@ -187,11 +191,14 @@ def read_run(out: Path, setting: str, seed: int, recorded: Mapping[str, str] | N
     path = out / setting / f"seed-{seed}"
     if not (path / CONFIG_FILE).exists():
         return RunResult(setting, seed, "not run")
-    run = RunDirectory(path)
-    summary = run.summary()
+    files = read_run_files(path)
+    if files.problems:
+        problem = "; ".join(files.problems)
+        log.info("%s is damaged (%s); left out of the statistics", path, problem)
+        return RunResult(setting, seed, "damaged", problem=problem)
+    summary, records = files.summary, files.records
     if summary is None:
         return RunResult(setting, seed, "running")
-    records = run.metrics()
     prov: dict[str, str] = {k: str(summary[k]) for k in ("fedls_version", "git_commit") if k in summary}
     if not prov and recorded:
         prov = dict(recorded)
@@ -224,9 +231,11 @@ class SettingStats:
 
     def status(self) -> str:
         done = len(self.complete_seeds)
-        failed = sum(r.status == "failed" for r in self.runs)
         text = f"{done}/{len(self.runs)} complete"
-        return text + (f", {failed} failed" if failed else "")
+        for status in ("failed", "damaged"):
+            count = sum(r.status == status for r in self.runs)
+            text += f", {count} {status}" if count else ""
+        return text
 
     def provenance(self, key: str) -> str:
         """The code version(s) behind this setting's complete runs ("unknown" if unrecorded)."""

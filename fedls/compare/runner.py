@@ -1,11 +1,19 @@
 """Run every setting of an experiment once per seed, resumably, and write the tables, plot and HParams.
 
+Before anything is written, :func:`check_comparison` refuses what would fail later: an output
+folder that ``fedls compare`` did not write, finished runs of another configuration, and every
+setting's configuration against this machine and the data (device, client resources, dataset,
+model). Bad input therefore leaves the output folder as it was.
+
 Runs go to ``<out>/<setting>/seed-<n>``, seed by seed (every setting for the first seed, then
 the next seed), so an interrupted comparison still holds paired results. Resuming: a complete
-run is skipped (if it was made with the same configuration); an interrupted or failed one is
-moved aside to ``<out>/_aside/<setting>-seed-<n>-<status>-<k>`` (renamed, never deleted) and run
-again. ``comparison.json`` records what is compared and which code version made each run;
-outputs are rewritten after every run, so a partial comparison is readable.
+run is skipped (if it was made with the same configuration); an interrupted, failed or damaged
+one (its ``metrics.jsonl`` cut off or its ``summary.json`` empty or corrupt, as a crash or a full
+disk leaves them) is moved aside to ``<out>/_aside/<setting>-seed-<n>-<status>-<k>`` (renamed,
+never deleted) and run again. ``comparison.json`` records what is compared and which code
+version made each run, and marks the folder as written by ``fedls compare``: only such a folder
+(or a new or empty one) is written into. Outputs (tables, plot, ``comparison.json``) are
+replaced in one step after every run, so a partial comparison is readable.
 """
 
 from __future__ import annotations
@@ -17,16 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedls.compare.experiment import Experiment, Setting
+from fedls.compare.experiment import Experiment, Setting, check_out_folder
 from fedls.compare.hparams import write_hparams
 from fedls.compare.plot import utility_privacy_plot
 from fedls.compare.results import MANIFEST, ComparisonStats, Manifest, SettingInfo, load_results, run_key
 from fedls.compare.table import ResultTable
 from fedls.config import RunConfig
-from fedls.errors import ConfigError, FedlsError
+from fedls.errors import CheckpointError, ConfigError, FedlsError
 from fedls.federation.server import RunInterrupted
 from fedls.provenance import provenance
 from fedls.run_dir import CONFIG_FILE, RunDirectory
+from fedls.studies.reports import read_run_files
 
 log = logging.getLogger(__name__)
 ASIDE = "_aside"
@@ -51,6 +60,7 @@ class ProgressEvent:
 
 ProgressCallback = Callable[[ProgressEvent], None]
 SimulateFn = Callable[..., Any]
+PrepareFn = Callable[[RunConfig], Any]  # validates one run against the machine and the data; writes nothing
 
 
 @dataclass
@@ -79,10 +89,36 @@ class ComparisonResult:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
-def move_aside(path: Path, out: Path, label: str) -> Path:
+@dataclass(frozen=True)
+class RunState:
+    """What a run directory of the comparison holds when it resumes."""
+
+    kind: str  # missing | complete | unfinished | damaged
+    reason: str = ""  # why an unfinished or damaged run is run again
+    status: str = "unfinished"  # its summary's status, or "damaged"; names the folder it is moved aside to
+
+
+def run_state(path: Path) -> RunState:
+    """Complete means finished and intact: summary.json says ``complete`` and every line of
+    metrics.jsonl is readable. A cut-off or corrupt file never raises here."""
+    if not path.exists():
+        return RunState("missing")
+    if not (path / CONFIG_FILE).is_file():
+        return RunState("unfinished", f"it has no {CONFIG_FILE} (stopped while it was being created)")
+    files = read_run_files(path)
+    if files.problems:
+        return RunState("damaged", "; ".join(files.problems), "damaged")
+    if files.summary is None:
+        return RunState("unfinished", "it has no summary.json (killed before it finished)")
+    status = str(files.summary.get("status", "unknown"))
+    if status != "complete":
+        return RunState("unfinished", f"its summary.json says {status!r}", status)
+    return RunState("complete")  # config.toml (written in one step) is compared by check_same_config
+
+
+def move_aside(path: Path, out: Path, label: str, status: str | None = None) -> Path:
     """Rename an unfinished run directory under ``<out>/_aside`` with its status and a counter."""
-    summary = RunDirectory(path).summary() if (path / CONFIG_FILE).exists() else None
-    status = str(summary.get("status", "unfinished")) if summary else "unfinished"
+    status = status or run_state(path).status
     aside = out / ASIDE
     aside.mkdir(parents=True, exist_ok=True)
     n = 1
@@ -118,22 +154,74 @@ def _check_layout(experiment: Experiment) -> None:
             )
 
 
+def check_owned(out: Path) -> None:
+    """``fedls compare`` writes only into a new or empty folder or one it wrote itself (its
+    ``comparison.json`` marks it), so that no file of the user is ever replaced."""
+    check_out_folder(out, "--out")
+    try:
+        if not out.exists() or not any(out.iterdir()):
+            return
+    except OSError as exc:
+        raise ConfigError(f"cannot read the output folder {out}: {exc.strerror}; choose another --out") from None
+    if not (out / MANIFEST).is_file():
+        raise ConfigError(f"{out} exists and was not written by fedls compare; choose another --out or remove it")
+    try:
+        Manifest.read(out)
+    except CheckpointError as exc:
+        raise ConfigError(f"{exc}; choose another --out or remove {out}") from None
+
+
+def _default_prepare() -> PrepareFn:
+    from fedls.federation.simulation import prepare
+
+    return prepare
+
+
+@dataclass(frozen=True)
+class CheckedComparison:
+    """An experiment that passed :func:`check_comparison`; nothing has been written yet."""
+
+    experiment: Experiment
+
+
+def check_comparison(experiment: Experiment, prepare_fn: PrepareFn | None = None) -> CheckedComparison:
+    """Everything that can be refused before a file is written: the output folder (see
+    :func:`check_owned`), finished runs made with another configuration, and every setting's
+    configuration against this machine and the data (``prepare_fn``, by default the simulator's
+    own check of device, client resources, dataset and model). Seeds change only the seed, so
+    each setting is checked once."""
+    _check_layout(experiment)  # before check_owned: its message names the older layout
+    check_owned(experiment.out)
+    for _setting, _seed, config in experiment.runs():
+        path = Path(config.run_dir) / str(config.name)
+        if run_state(path).kind == "complete":
+            check_same_config(RunDirectory(path), config)
+    prepare = prepare_fn or _default_prepare()
+    for setting in experiment.settings:
+        prepare(experiment.run_config(setting, experiment.seeds[0]))
+    return CheckedComparison(experiment)
+
+
 def run_comparison(
-    experiment: Experiment,
+    experiment: Experiment | CheckedComparison,
     on_progress: ProgressCallback | None = None,
     simulate_fn: SimulateFn | None = None,
     observer_factory: Any = None,
     command: str = "",
+    prepare_fn: PrepareFn | None = None,
 ) -> ComparisonResult:
     """Run the missing runs (settings × seeds), then write results.csv/.md, utility_privacy.png,
-    comparison.json and HParams under ``experiment.out``. A run that fails is recorded and the rest
-    still run; KeyboardInterrupt stops the comparison (rerun to resume). ``command`` is recorded
-    as the command line that produced the results."""
+    comparison.json and HParams under ``experiment.out``. An experiment not yet checked is
+    checked first (:func:`check_comparison` with ``prepare_fn``). A run that fails is recorded
+    and the rest still run; KeyboardInterrupt stops the comparison (rerun to resume).
+    ``command`` is recorded as the command line that produced the results."""
+    if isinstance(experiment, Experiment):
+        experiment = check_comparison(experiment, prepare_fn)
+    experiment = experiment.experiment
     if simulate_fn is None:
         simulate_fn = _default_simulate()
     emit = on_progress or (lambda event: None)
     out = experiment.out
-    _check_layout(experiment)
     out.mkdir(parents=True, exist_ok=True)
     previous = Manifest.read(out) if (out / MANIFEST).exists() else None
     manifest = manifest_for(experiment, command, previous)
@@ -162,13 +250,15 @@ def _run_one(
     def event(kind: str, r: int = 0, record: dict[str, Any] | None = None, message: str = "") -> None:
         emit(ProgressEvent(kind, setting.name, index, total, r, rounds, record or {}, message, seed))
 
-    if path.exists():
-        if (path / CONFIG_FILE).exists() and RunDirectory(path).is_complete():
-            check_same_config(RunDirectory(path), config)
-            event("setting-skipped", rounds, message="already complete")
-            return RunOutcome(setting.name, seed, "skipped")
-        moved = move_aside(path, out, f"{setting.name}-{path.name}")
-        log.info("setting %s, seed %d: unfinished run moved to %s", setting.name, seed, moved)
+    state = run_state(path)
+    if state.kind == "complete":  # its configuration was compared in check_comparison
+        event("setting-skipped", rounds, message="already complete")
+        return RunOutcome(setting.name, seed, "skipped")
+    if state.kind != "missing":
+        moved = move_aside(path, out, f"{setting.name}-{path.name}", state.status)
+        level = logging.WARNING if state.kind == "damaged" else logging.INFO
+        log.log(level, "setting %s, seed %d: %s counts as unfinished because %s; moved to %s and running it again",
+                setting.name, seed, path, state.reason, moved)
     event("setting-start")
 
     def on_round(server_round: int, record: dict[str, Any]) -> None:

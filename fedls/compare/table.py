@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedls.compare.results import Column, ComparisonStats, MetricStats, SettingStats
+from fedls.outputs import write_atomic
 from fedls.stats import SIGNIFICANCE, CountTest, PairedTest, wilson_interval
 
 MISSING = "–"
@@ -175,10 +176,7 @@ class ResultTable:
         return buffer.getvalue()
 
     def write(self, out: Path, stamp: str = "") -> tuple[Path, Path]:
-        csv_path, md_path = out / "results.csv", out / "results.md"
-        csv_path.write_text(self.to_csv())
-        md_path.write_text(self.to_markdown(stamp))
-        return csv_path, md_path
+        return write_atomic(out / "results.csv", self.to_csv()), write_atomic(out / "results.md", self.to_markdown(stamp))
 
 
 def _p(p: float | None) -> str:

@@ -3,6 +3,9 @@
 Behind ``fedls runs [DIR]``, ``fedls report RUN`` and the final table of ``fedls simulate``.
 Everything here reads a run directory (``config.toml``, ``metrics.jsonl``, ``summary.json``)
 and nothing else, so it works on finished, interrupted, failed and still-running runs.
+:func:`read_run_files` is the one reader of ``metrics.jsonl`` and ``summary.json`` for reports
+and comparisons: a last line cut off by a crash is skipped, an empty or corrupt summary makes
+the run ``damaged``, and neither raises.
 
 The headline rows are grouped — utility, gradient leakage, model-inversion leakage — and each
 leakage row says which direction is worse for privacy (↑ = a larger value means the curious
@@ -25,7 +28,8 @@ from typing import Any, Literal
 
 from fedls.config import RunConfig
 from fedls.errors import CheckpointError, ConfigError
-from fedls.run_dir import CONFIG_FILE, RunDirectory
+from fedls.outputs import read_json_lines, read_json_object
+from fedls.run_dir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +162,12 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _int(value: Any) -> int:
+    """A round count from a record or summary; 0 for anything that is not a number."""
+    number = _number(value)
+    return int(number) if number is not None else 0
+
+
 def _latest(records: Sequence[Mapping[str, Any]], tag: str) -> Mapping[str, Any] | None:
     """The last record that measured ``tag`` (attacks need not run every round)."""
     return next((r for r in reversed(records) if _number(r.get(tag)) is not None), None)
@@ -172,7 +182,7 @@ def headline_rows(records: Sequence[Mapping[str, Any]], headlines: Sequence[Head
         latest = _latest(records, h.tag)
         if latest is None:
             continue
-        measured = [v for r in records if r.get("round", 0) > 0 and (v := _number(r.get(h.tag))) is not None]
+        measured = [v for r in records if _int(r.get("round")) > 0 and (v := _number(r.get(h.tag))) is not None]
         if h.baseline == ROUND_0:
             baseline = _number(round0.get(h.tag)) if round0 is not None and round0 is not latest else None
         else:
@@ -183,7 +193,7 @@ def headline_rows(records: Sequence[Mapping[str, Any]], headlines: Sequence[Head
             interval = (low, high) if low is not None and high is not None else None
         rows.append(ReportRow(
             group=h.group, tag=h.tag, label=h.label, arrow=ARROWS[h.direction], value=float(latest[h.tag]),
-            round=int(latest.get("round", 0)),
+            round=_int(latest.get("round")),
             mean=(sum(measured) / len(measured)) if h.group != UTILITY and measured else None,
             rounds_measured=len(measured), baseline=baseline, baseline_label=h.baseline_label if baseline is not None else "",
             interval=interval,
@@ -215,16 +225,39 @@ def _open(path: Path) -> RunDirectory:
     return RunDirectory.open(path)
 
 
-def _read(run: RunDirectory) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    try:
-        return run.metrics(), run.summary()
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read the records of {run.path}: {exc}; the run directory is damaged") from None
+@dataclass(frozen=True)
+class RunFiles:
+    """A run directory's ``metrics.jsonl`` and ``summary.json`` as far as they could be read."""
+
+    records: list[dict[str, Any]]
+    summary: dict[str, Any] | None  # None: not written (yet), or damaged (summary_problem)
+    record_problems: list[str] = field(default_factory=list)  # lines of metrics.jsonl that were skipped
+    summary_problem: str | None = None  # summary.json exists but is empty, not JSON or not an object
+
+    @property
+    def problems(self) -> list[str]:
+        return [*self.record_problems, *([self.summary_problem] if self.summary_problem else [])]
+
+    @property
+    def complete(self) -> bool:
+        """Finished and intact: summary.json says ``complete`` and no record was lost."""
+        return not self.problems and self.summary is not None and self.summary.get("status") == "complete"
 
 
-def run_status(summary: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]]) -> str:
-    """``complete``/``interrupted``/``failed`` from summary.json; a run without one is still
-    running or was killed before it could write it."""
+def read_run_files(path: Path) -> RunFiles:
+    """The records and summary of the run directory at ``path``; damage (what a crash or a full
+    disk leaves) is described in the result, never raised."""
+    lines = read_json_lines(path / METRICS_FILE)
+    summary, problem = read_json_object(path / SUMMARY_FILE)
+    return RunFiles(lines.records, summary, lines.problems, problem)
+
+
+def run_status(summary: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]], damage: str | None = None) -> str:
+    """``complete``/``interrupted``/``failed`` from summary.json; ``damaged (...)`` when
+    summary.json cannot be read; a run without one is still running or was killed before it
+    could write it."""
+    if damage is not None:
+        return f"damaged ({damage})"
     if summary is not None:
         return str(summary.get("status", "unknown"))
     return "running or killed" if records else "not started"
@@ -234,13 +267,16 @@ def report_run(path: Path) -> RunReport:
     """One run's headline utility and leakage against their baselines."""
     run = _open(path)
     config = run.config()
-    records, summary = _read(run)
+    files = read_run_files(path)
+    if files.problems:
+        log.warning("%s: %s; reporting what could be read", path, "; ".join(files.problems))
+    records, summary = files.records, files.summary
     attacks, threat = _attack_modes(summary, config)
     rounds_done = (
-        int(summary.get("rounds_completed", 0)) if summary else max((int(r.get("round", 0)) for r in records), default=0)
+        _int(summary.get("rounds_completed")) if summary else max((_int(r.get("round")) for r in records), default=0)
     )
     return RunReport(
-        path=str(path), name=path.name, status=run_status(summary, records), rounds_completed=rounds_done,
+        path=str(path), name=path.name, status=run_status(summary, records, files.summary_problem), rounds_completed=rounds_done,
         rounds_planned=config.rounds, dataset=config.dataset, alpha=config.alpha, defense=config.defense,
         attacks=attacks, threat_mode=threat,
         fedls_version=str((summary or {}).get("fedls_version", "unknown")),
