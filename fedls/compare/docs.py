@@ -12,6 +12,8 @@ below the results folder, ``<kind>`` one of
 * ``table`` — mean ± sd over seeds with the paired change against the baseline,
 * ``tests`` — every change with its 95 % interval, p-values and verdict,
 * ``plot`` — the utility–privacy plot, written to ``<image dir>/<comparison>.png`` and linked,
+* ``claims`` — the directions listed in ``<results>/claims.toml`` (published claims, see
+  :mod:`fedls.compare.claims`) judged against this comparison's paired tests,
 * ``report`` — for a single run directory (e.g. the README's main job) instead of a comparison:
   ``fedls report``'s utility and leakage table against the baselines.
 
@@ -29,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedls.compare.claims import claims_markdown, read_claims
 from fedls.compare.plot import utility_privacy_plot
 from fedls.compare.results import ComparisonStats, load_results
 from fedls.compare.runner import stamp
@@ -38,7 +41,8 @@ from fedls.outputs import write_atomic
 from fedls.studies.reports import read_run_files, report_markdown, report_run
 
 log = logging.getLogger(__name__)
-KINDS = ("table", "tests", "plot", "report")
+KINDS = ("table", "tests", "plot", "claims", "report")
+CLAIMS_FILE = "claims.toml"
 _NAME = r"[A-Za-z0-9._+-]+/[a-z]+"
 BLOCK = re.compile(rf"<!-- generated:(?P<name>{_NAME}) -->\n(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
 OPENING = re.compile(rf"<!-- generated:({_NAME}) -->")
@@ -112,6 +116,11 @@ class Generator:
             body = table.main_markdown() + "\n" + table.legend()
         elif kind == "tests":
             body = table.tests_markdown()
+        elif kind == "claims":
+            claims = self.results / CLAIMS_FILE
+            if not claims.is_file():
+                raise ConfigError(f"{document}: block {name} needs {claims}; write the claims there (see fedls.compare.claims)")
+            body = claims_markdown(stats, read_claims(claims))
         else:
             image = self.image_dir / f"{comparison}.png"
             if self.write_images:

@@ -1,0 +1,115 @@
+"""Published claims checked against a comparison: does the measured change go the claimed way?
+
+A claims file (TOML) lists directions a paper reports, e.g. that positive label smoothing
+raises model-inversion Acc@1 (Struppek et al. 2024, Table 1)::
+
+    [[claim]]
+    setting = "alpha-0.1"
+    metric = "attack_acc1"
+    direction = "higher"
+    source = "Struppek et al. 2024, Table 1: positive smoothing raises leakage"
+
+Each claim is judged on the paired test of the setting against the comparison's baseline:
+``holds`` (significant, the claimed sign), ``contradicted`` (significant, the other sign) or
+``not shown`` (inside the noise, or too few seeds to test). The verdict rests on the paired
+test over seeds; the pooled count test for Acc@1 is shown beside it, not used, because it
+ignores the spread between seeds. Utility travels with every claim: a leakage change is read
+beside what the setting cost in test accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from fedls.compare.results import COLUMNS, ComparisonStats, MetricStats
+from fedls.config import read_toml
+from fedls.errors import ConfigError
+from fedls.schema import Options
+from fedls.stats import SIGNIFICANCE
+
+UTILITY = "test_acc"
+METRICS = tuple(c.key for c in COLUMNS)
+
+
+class Claim(Options):
+    setting: str = Field(description="setting of the comparison the claim is about")
+    metric: str = Field(description="column key (fedls.compare.results.COLUMNS), e.g. attack_acc1")
+    direction: Literal["higher", "lower"] = Field(description="claimed change against the baseline")
+    source: str = Field(min_length=1, description="who claims it, by authors and year, and where")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric; use one of {', '.join(METRICS)}")
+        return value
+
+
+class ClaimsFile(Options):
+    claim: list[Claim] = Field(default_factory=list)
+
+
+def read_claims(path: Path) -> list[Claim]:
+    return ClaimsFile.parse(read_toml(path, "claims file"), str(path)).claim
+
+
+def judge(stats: MetricStats, direction: str) -> str:
+    test = stats.test
+    if test is None or test.p_t is None:
+        n = 0 if test is None else test.n
+        return f"not shown (not testable with {n} paired seed{'s' if n != 1 else ''})"
+    if test.p_t >= SIGNIFICANCE:
+        return "not shown (inside the noise)"
+    measured = "higher" if test.mean_diff > 0 else "lower"
+    return "holds" if measured == direction else "contradicted"
+
+
+def _change(stats: MetricStats) -> str:
+    test = stats.test
+    if test is None:
+        return "–"
+    scale, digits = (100.0, 1) if stats.column.percent else (1.0, stats.column.digits)
+    text = f"{scale * test.mean_diff:+.{digits}f}"
+    if test.ci_low is not None and test.ci_high is not None:
+        text += f" [{scale * test.ci_low:+.{digits}f}, {scale * test.ci_high:+.{digits}f}]"
+    return text
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
+
+
+def claims_markdown(stats: ComparisonStats, claims: list[Claim]) -> str:
+    """One row per claim whose setting is in ``stats``; claims about other settings are skipped."""
+    names = {row.info.name for row in stats.rows}
+    rows = []
+    for claim in claims:
+        if claim.setting not in names:
+            continue
+        if claim.setting == stats.baseline:
+            raise ConfigError(f"claim about {claim.setting!r}: that is the baseline; claims compare a setting with it")
+        row = stats.row(claim.setting)
+        metric, utility = row.metrics[claim.metric], row.metrics[UTILITY]
+        pooled = _p(row.count_test.p) if claim.metric == "attack_acc1" and row.count_test is not None else "–"
+        n, p_t = (metric.test.n, metric.test.p_t) if metric.test is not None else (0, None)
+        verdict = judge(metric, claim.direction)
+        rows.append(
+            f"| {claim.source} | {claim.setting} | {metric.column.label} {claim.direction} | {_change(metric)} | {n} "
+            f"| {_p(p_t)} | {pooled} | {_change(utility)} | **{verdict}** |"
+        )
+    if not rows:
+        return "No claim in the claims file is about a setting of this comparison.\n"
+    header = (
+        f"| Claim | Setting | Claimed vs {stats.baseline} | Measured Δ [95 % CI] | Seeds | p (paired t) | p (pooled images) "
+        "| Test Acc Δ [95 % CI] | Verdict |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    legend = (
+        "\nΔ in percentage points against the baseline, paired by seed. Verdict from the paired t-test "
+        f"(p < {SIGNIFICANCE:g}): *holds* = significant in the claimed direction, *contradicted* = significant "
+        "in the other, *not shown* = inside the noise. The pooled test counts every attack image as independent "
+        "and is shown for reference only.\n"
+    )
+    return header + "\n".join(rows) + "\n" + legend

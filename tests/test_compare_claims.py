@@ -1,0 +1,50 @@
+"""Published claims judged against a comparison's paired tests (fedls.compare.claims)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedls.compare.claims import judge, read_claims
+from fedls.compare.results import COLUMNS, MetricStats
+from fedls.errors import ConfigError
+from fedls.stats import PairedTest
+
+ACC1 = next(c for c in COLUMNS if c.key == "attack_acc1")
+
+
+def _stats(mean_diff: float, p: float | None, n: int = 5) -> MetricStats:
+    test = PairedTest(n, mean_diff, 0.01, mean_diff - 0.01, mean_diff + 0.01, 1.0, p, None)
+    return MetricStats(ACC1, 0, test=test)
+
+
+@pytest.mark.parametrize(
+    ("diff", "p", "direction", "verdict"),
+    [
+        (-0.13, 0.03, "lower", "holds"),
+        (-0.13, 0.03, "higher", "contradicted"),
+        (+0.02, 0.40, "higher", "not shown (inside the noise)"),
+        (-0.20, None, "lower", "not shown (not testable with 5 paired seeds)"),
+    ],
+)
+def test_a_claim_holds_only_when_the_change_is_significant_and_goes_the_claimed_way(
+    diff: float, p: float | None, direction: str, verdict: str
+) -> None:
+    assert judge(_stats(diff, p), direction) == verdict
+
+
+def test_a_baseline_without_a_test_is_not_shown() -> None:
+    assert judge(MetricStats(ACC1, 0), "lower").startswith("not shown (not testable with 0 paired seeds")
+
+
+def test_claims_file_is_checked_by_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "claims.toml"
+    path.write_text('[[claim]]\nsetting = "a"\nmetric = "attack_acc1"\ndirection = "lower"\nsource = "X et al. 2024"\n')
+    assert read_claims(path)[0].direction == "lower"
+    path.write_text('[[claim]]\nsetting = "a"\nmetric = "acc"\ndirection = "lower"\nsource = "X"\n')
+    with pytest.raises(ConfigError, match="unknown metric"):
+        read_claims(path)
+    path.write_text('[[claim]]\nsetting = "a"\nmetric = "attack_acc1"\ndirection = "down"\nsource = "X"\n')
+    with pytest.raises(ConfigError, match="direction"):
+        read_claims(path)
