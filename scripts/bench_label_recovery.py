@@ -322,6 +322,8 @@ def markdown_federation(rows: list[Row]) -> str:
         setting = f"`--max-grad-norm {clip:g}`" + (" (default)" if clip == 1.0 else " (off)" if clip == 0 else "")
         out.append(f"| {setting} | {rate(sum(r['successes'] for r in mine), n)} | {sum(r['top1'] for r in mine)}/{n} | "
                    f"{_small(min(errors))}–{_small(max(errors))} |")
+    made = sorted({f"fedls {r['run_fedls_version']} at commit `{r['run_git_commit']}`" for r in rows})
+    out += ["", f"The runs' own `summary.json` name the code that ran them: {'; '.join(made)}."]
     return "\n".join(out)
 
 

@@ -159,7 +159,8 @@ def markdown(results: dict[str, Any], out: Path) -> str:
         f"{b['pool_size']:,}, {b['candidates_per_class']} candidates and {b['samples_per_class']} images per class, "
         f"{b['steps']} steps), the target's accuracy, and the scorer (judge Acc@1, baseline, δ_eval, ξ with "
         f"{r['surrogate_inits']} surrogates); prior and judge cached; target: `cnn` trained centrally on the private "
-        f"digits (α = 0.1, seed 0). {meta['torch_threads']} torch thread(s), {meta['cpus']} CPUs, "
+        f"digits (α = 0.1, seed 0). {meta['torch_threads']} torch thread{'' if meta['torch_threads'] == 1 else 's'}, "
+        f"{meta['cpus']} CPUs, "
         f"load average {r['load_average_rounds'][0]:.1f} → {r['load_average_rounds'][1]:.1f} during the timed rounds "
         "(the machine was shared: wall time depends on the load, CPU time much less).",
         "",

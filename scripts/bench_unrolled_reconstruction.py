@@ -83,11 +83,13 @@ def markdown(results: dict[str, Any], out: Path) -> str:
     seeds = [r["seed"] for r in rows]
     unrolled, estimate = [r["unrolled_psnr"] for r in rows], [r["estimate_psnr"] for r in rows]
     test = paired_test(unrolled, estimate)
+    consecutive = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    shown_seeds = f"{seeds[0]}–{seeds[-1]}" if consecutive and len(seeds) > 2 else ", ".join(map(str, seeds))
     better = sum(u > e for u, e in zip(unrolled, estimate, strict=True))
     lines = [
         f"`mlp`, one random 8×8 image with label 7 smoothed at α = 0.1, a client update of {meta['local_steps']} SGD steps "
         f"(momentum 0.9, lr {meta['lr']:g}, no clipping, fedls' `train_local`); both reconstructions get the true soft "
-        f"label and {meta['recon_steps']} Adam steps without TV. Seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}; the seed sets "
+        f"label and {meta['recon_steps']} Adam steps without TV. Seeds {shown_seeds} ({len(seeds)}; the seed sets "
         "the model's initialisation, the image and the reconstruction's start).",
         "",
         "| | unrolled local steps | −Δθ/(η·steps) estimate |",
