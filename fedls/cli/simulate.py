@@ -130,7 +130,7 @@ def simulate(**flags: Any) -> None:
     recovers label counts from every client update and inverts the global model every k rounds
     (--attacks none switches both off)."""
     from fedls.federation.observers.model_inversion import parse_model_attack
-    from fedls.federation.simulation import RunInterrupted, prepare
+    from fedls.federation.simulation import RunInterrupted, RunStopped, prepare
     from fedls.federation.simulation import simulate as run
     from fedls.studies.reports import attacks_sentence, report_run, threat_modes
 
@@ -167,7 +167,7 @@ def simulate(**flags: Any) -> None:
             result = run(prepared, on_round=on_round, verbose=verbose, progress=on_first_use)
     except RunInterrupted as exc:
         err_console.print(f"{exc} (summary.json says 'interrupted')", highlight=False)
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=exc.exit_code if isinstance(exc, RunStopped) else 130) from None
     summary = result.summary
     title = f"run {result.run.path.name}: {summary['status']}, {summary['rounds_completed']} rounds in {summary['seconds']:.0f} s"
     console.print(report_table(report_run(result.run.path), title))

@@ -17,6 +17,11 @@ Each run also carries its resolved configuration as text (``config``) and an HPa
 (hyper-parameters from ``config.toml``; metrics are the last values of headline scalars), so
 single ``simulate`` runs sit side by side in the HParams tab. :meth:`RoundTracker.finish` adds
 the session's end status and a text summary of the final round against round 0.
+
+A write that fails (a full disk) raises :class:`~fedls.run_dir.OutputError`, one line naming
+the file; the round whose row could not be written is not counted, earlier rows stay.
+TensorBoard writes events from a thread of its own and hands its error to the next call, so
+that thread's own traceback is kept off the terminal (:func:`_quiet_event_writer_errors`).
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import json
 import logging
 import math
 import re
+import threading
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
@@ -39,10 +46,11 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as custom_scalars_metadata
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.writer import FileWriter
 
-from fedls.run_dir import CONFIG_FILE, RunDirectory
+from fedls.run_dir import CONFIG_FILE, RunDirectory, output_error
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -279,12 +287,41 @@ def tensorboard_url(port: int = 6006, host: str = "localhost", pinned: Sequence[
 
 
 # -- the tracker -----------------------------------------------------------------------------------
+_hook_lock = threading.Lock()
+
+
+def _quiet_event_writer_errors() -> None:
+    """Keep the traceback of TensorBoard's writer thread off the terminal when a write fails.
+
+    The thread stores the error, which the writer raises again on its next call from the
+    tracker (turned into one :class:`~fedls.run_dir.OutputError` line there), and then dies
+    with it, so Python's thread hook would also print a traceback a user cannot act on. Only
+    OSErrors of that thread are kept back (logged at debug level); everything else reaches the
+    previous hook."""
+    with _hook_lock:
+        previous = threading.excepthook
+        if getattr(previous, "fedls_event_writer", False):
+            return
+
+        def hook(args: threading.ExceptHookArgs) -> None:
+            if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
+                log.debug("TensorBoard's writer thread stopped: %s", args.exc_value)
+                return
+            previous(args)
+
+        hook.fedls_event_writer = True  # type: ignore[attr-defined]
+        threading.excepthook = hook
+
+
 class RoundTracker:
     """Collects a round's metrics from several producers, then writes them once."""
 
     def __init__(self, run: RunDirectory, layout: Sequence[Category] = LAYOUT) -> None:
         self.run = run
-        self.writer = SummaryWriter(log_dir=str(run.path))
+        self._failed = False
+        _quiet_event_writer_errors()
+        with self._writing():
+            self.writer = SummaryWriter(log_dir=str(run.path))
         self._layout_spec = tuple(layout)
         self._pending: dict[str, float] = {}
         self._per_client: dict[str, dict[str, float]] = {}
@@ -316,25 +353,29 @@ class RoundTracker:
         self._per_client[name] = {str(client): float(v) for client, v in sorted(values.items())}
         finite = np.asarray([v for v in values.values() if math.isfinite(v)], dtype=np.float64)
         if finite.size:
-            self.writer.add_histogram(f"per_client/{name}", finite, self._round)
+            with self._writing():
+                self.writer.add_histogram(f"per_client/{name}", finite, self._round)
 
     def figure(self, tag: str, figure: Figure) -> None:
-        self.writer.add_figure(tag, figure, self._round, close=True)
+        with self._writing():
+            self.writer.add_figure(tag, figure, self._round, close=True)
 
     # -- bookkeeping --------------------------------------------------------------------
     def add(self, metrics: Mapping[str, float], prefix: str = "") -> None:
         self.scalars({f"{prefix}{key}": value for key, value in metrics.items()})
 
     def flush_round(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write the round's scalars to TensorBoard and one record to metrics.jsonl."""
-        for key, value in sorted(self._pending.items()):
-            if math.isfinite(value):
-                self.writer.add_scalar(key, value, self._round)
-                self._written.add(key)
-                if key in FIRST_SCREEN_TAGS:
-                    self.writer.add_scalar(f"{FIRST_SCREEN}{FIRST_SCREEN_TAGS[key]}", value, self._round)
-        self._update_layout()
-        self.writer.flush()
+        """Write the round's scalars to TensorBoard and one record to metrics.jsonl (last: the
+        row is what makes a round finished on disk, see :meth:`RunDirectory.append_metrics`)."""
+        with self._writing():
+            for key, value in sorted(self._pending.items()):
+                if math.isfinite(value):
+                    self.writer.add_scalar(key, value, self._round)
+                    self._written.add(key)
+                    if key in FIRST_SCREEN_TAGS:
+                        self.writer.add_scalar(f"{FIRST_SCREEN}{FIRST_SCREEN_TAGS[key]}", value, self._round)
+            self._update_layout()
+            self.writer.flush()
         record: dict[str, Any] = {"round": self._round, **self._pending, **(extra or {})}
         if self._per_client:
             record["per_client"] = self._per_client
@@ -347,18 +388,44 @@ class RoundTracker:
     def finish(self, status: str, final_record: Mapping[str, Any] | None = None) -> None:
         """End the run's HParams session with ``status`` (``complete``, ``interrupted`` or
         ``failed``) and add a text ``summary``: headline numbers of the final round (default:
-        the last flushed record) against round 0. Call once, before :meth:`close`."""
-        if self._finished:
+        the last flushed record) against round 0. Call once, before :meth:`close`.
+
+        After a failed write (a full disk) nothing more is written: the error that stopped the
+        run has been raised already, and another one here would hide it."""
+        if self._finished or self._failed:
             return
         self._finished = True
         final = dict(final_record) if final_record is not None else self._last
         step = int(final.get("round", self._round)) if final else self._round
-        self.writer.add_text("summary", summary_markdown(status, self._first, final), step)
-        self._events().add_summary(_session_end(status), step)
-        self.writer.flush()
+        with self._writing():
+            self.writer.add_text("summary", summary_markdown(status, self._first, final), step)
+            self._events().add_summary(_session_end(status), step)
+            self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        """Close the event file; after a failed write only as far as the writer still can (its
+        last flush would fail again)."""
+        try:
+            self.writer.close()
+        except OSError as exc:
+            if not self._failed:
+                raise output_error(self._event_file(), exc) from None
+            log.debug("closing the event file after a failed write: %s", exc)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a failed TensorBoard write into one :class:`OutputError` line. The writer raises
+        the OSError of its thread again on every later call, so the tracker remembers it."""
+        try:
+            yield
+        except OSError as exc:
+            self._failed = True
+            raise output_error(self._event_file(), exc) from None
+
+    def _event_file(self) -> str:
+        writer = getattr(self, "writer", None)
+        name = getattr(getattr(getattr(writer, "file_writer", None), "event_writer", None), "_file_name", None)
+        return str(name) if name else f"{self.run.path}/events.out.tfevents.*"
 
     def _events(self) -> FileWriter:
         """The writer's event file, for raw summaries (HParams, custom-scalars layout).
@@ -378,10 +445,11 @@ class RoundTracker:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             log.warning("no HParams entry or config text for %s: cannot read %s (%s)", self.run.path.name, file, exc)
             return
-        self.writer.add_text("config", f"```toml\n{text.rstrip()}\n```", 0)
-        writer = self._events()
-        writer.add_summary(_experiment(), 0)
-        writer.add_summary(_session_start(hparam_values(config), self.run.path.name), 0)
+        with self._writing():
+            self.writer.add_text("config", f"```toml\n{text.rstrip()}\n```", 0)
+            writer = self._events()
+            writer.add_summary(_experiment(), 0)
+            writer.add_summary(_session_start(hparam_values(config), self.run.path.name), 0)
 
     def _update_layout(self) -> None:
         layout = build_layout(self._written, self._layout_spec)
