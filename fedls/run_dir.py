@@ -23,6 +23,7 @@ import torch
 
 from fedls.config import RunConfig
 from fedls.errors import CheckpointError, ConfigError, FedlsError
+from fedls.outputs import read_json_lines, read_json_object, write_atomic
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -48,13 +49,10 @@ def output_error(path: Path | str, exc: OSError) -> OutputError:
 class RunDirectory:
     path: Path
 
-    @classmethod
-    def create(cls, config: RunConfig) -> RunDirectory:
-        """Make a fresh directory under ``config.run_dir``.
-
-        An explicit ``name`` that exists is an error (nothing is overwritten); the default
-        name gets a numeric suffix instead.
-        """
+    @staticmethod
+    def target(config: RunConfig) -> Path:
+        """Where :meth:`create` would put the run, checked but not created: an explicit ``name``
+        that exists is an error (nothing is overwritten); the default name gets a numeric suffix."""
         root = Path(config.run_dir)
         if root.exists() and not root.is_dir():
             raise ConfigError(f"--run-dir {root} is a file; pass a folder")
@@ -62,11 +60,17 @@ class RunDirectory:
             path = root / config.name
             if path.exists():
                 raise ConfigError(f"run directory {path} already exists; choose another --name or remove it")
-        else:
-            base = config.default_name()
-            path, n = root / base, 1
-            while path.exists():
-                path, n = root / f"{base}-{n}", n + 1
+            return path
+        base = config.default_name()
+        path, n = root / base, 1
+        while path.exists():
+            path, n = root / f"{base}-{n}", n + 1
+        return path
+
+    @classmethod
+    def create(cls, config: RunConfig) -> RunDirectory:
+        """Make a fresh directory under ``config.run_dir`` (see :meth:`target`)."""
+        path = cls.target(config)
         try:
             path.mkdir(parents=True)
         except OSError as exc:
@@ -86,22 +90,13 @@ class RunDirectory:
         return cls(path)
 
     def write_atomic(self, name: str, data: str | bytes) -> None:
-        """Put ``name`` in place in one step; on failure the old file (if any) stays, the
-        temporary one is gone, and :class:`OutputError` says which file."""
+        """Put ``name`` in place in one step (:func:`fedls.outputs.write_atomic`); on failure the
+        old file (if any) stays, the temporary one is gone, and :class:`OutputError` says which file."""
         target = self.path / name
-        tmp = self.path / f".{name}.{os.getpid()}.tmp"  # same folder: os.replace never crosses file systems
         try:
-            with tmp.open("wb") as handle:
-                handle.write(data.encode() if isinstance(data, str) else data)
-                handle.flush()
-                os.fsync(handle.fileno())  # on disk before the rename, so a crash cannot leave an empty file in place
-            os.replace(tmp, target)
+            write_atomic(target, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise output_error(target, exc) from None
-        except BaseException:  # e.g. KeyboardInterrupt mid-write: no half file left behind either
-            tmp.unlink(missing_ok=True)
-            raise
 
     def config(self) -> RunConfig:
         return RunConfig.from_toml(self.path / CONFIG_FILE)
@@ -132,27 +127,23 @@ class RunDirectory:
             os.close(fd)
 
     def metrics(self) -> list[dict[str, Any]]:
-        """Every row; a row a hard kill cut off is skipped with a warning (it was never a
-        finished round)."""
-        file = self.path / METRICS_FILE
-        if not file.exists():
-            return []
-        rows = []
-        for number, line in enumerate(file.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                log.warning("%s: line %d is not JSON (a write cut off by a kill?); skipped", file, number)
-        return rows
+        """Every row; a row a hard kill or a full disk cut off is skipped with a warning (it was
+        never a finished round)."""
+        lines = read_json_lines(self.path / METRICS_FILE)
+        for problem in lines.problems:
+            log.warning("%s: %s; skipped", self.path, problem)
+        return lines.records
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.write_atomic(SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
 
     def summary(self) -> dict[str, Any] | None:
-        file = self.path / SUMMARY_FILE
-        return json.loads(file.read_text()) if file.exists() else None
+        """The summary, or None when there is none or it is unreadable (logged: a crash or a full
+        disk can leave it empty)."""
+        summary, problem = read_json_object(self.path / SUMMARY_FILE)
+        if problem is not None:
+            log.warning("%s: %s", self.path, problem)
+        return summary
 
     def is_complete(self) -> bool:
         summary = self.summary()

@@ -97,3 +97,19 @@ def test_a_cache_folder_that_cannot_be_written_is_refused_before_the_prior_train
 def test_error_text_is_printed_literally_even_when_it_looks_like_markup(tmp_path: Path, name: str) -> None:
     code, output = _simulate(tmp_path, "--dataset", name)
     assert code == 2 and f"unknown dataset '{name}'" in output and output.count("\n") == 1, output
+
+
+def test_a_partition_the_data_cannot_give_is_refused_before_the_run(tmp_path: Path) -> None:
+    """700 by-class clients share 5 classes: 140 per class, but class 0 has 139 training images."""
+    code, output = _simulate(tmp_path, "--partition", "by-class", "--clients", "700", "--attacks", "none")
+    assert code == 2 and "samples for 140 clients; use fewer clients" in output and output.count("\n") == 1, output
+
+
+def test_a_taken_run_name_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    taken = tmp_path / "runs" / "mine"
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("keep me")
+    result = runner.invoke(app, ["simulate", "--rounds", "1", "--clients", "2", "--run-dir", str(tmp_path / "runs"),
+                                 "--name", "mine"])
+    assert result.exit_code == 2 and result.output.startswith("error: run directory") and result.output.count("\n") == 1
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"] and (taken / "notes.txt").read_text() == "keep me"

@@ -495,3 +495,18 @@ def test_provenance_names_the_commit_and_a_dirty_tree(tmp_path):
     inner.mkdir()
     assert git_commit(inner) == "unknown"  # a copy inside another project's checkout is not that project
     assert set(provenance()) == {"fedls_version", "git_commit"}
+
+
+def test_a_full_disk_stops_the_comparison_instead_of_failing_every_later_setting(tmp_path):
+    from fedls.run_dir import OutputError
+
+    experiment = tiny_experiment(tmp_path / "d")
+    tried: list[str] = []
+
+    def disk_full(config, observer_factory=None, on_round=None):
+        tried.append(Path(config.run_dir).name)
+        raise OutputError("no space left on device writing x; free space and rerun")
+
+    with pytest.raises(OutputError, match="no space left"):
+        run_comparison(experiment, simulate_fn=disk_full)
+    assert tried == ["base"]  # the second setting was not started

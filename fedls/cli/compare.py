@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -81,7 +82,7 @@ def compare(
             done = "already complete, skipped" if event.kind == "setting-skipped" else "done in " + event.message
             progress.console.print(f"  {label}: {done}")
         elif event.kind == "setting-failed":
-            progress.console.print(f"  [red]{label} failed:[/] {event.message}")
+            progress.console.print(f"  [red]{escape(label)} failed:[/] {escape(event.message)}")
 
     try:
         with progress:

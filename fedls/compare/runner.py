@@ -34,7 +34,7 @@ from fedls.config import RunConfig
 from fedls.errors import CheckpointError, ConfigError, FedlsError
 from fedls.federation.server import RunInterrupted
 from fedls.provenance import provenance
-from fedls.run_dir import CONFIG_FILE, RunDirectory
+from fedls.run_dir import CONFIG_FILE, OutputError, RunDirectory
 from fedls.studies.reports import read_run_files
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,8 @@ def check_comparison(experiment: Experiment, prepare_fn: PrepareFn | None = None
             check_same_config(RunDirectory(path), config)
     prepare = prepare_fn or _default_prepare()
     for setting in experiment.settings:
-        prepare(experiment.run_config(setting, experiment.seeds[0]))
+        # without its run name: a finished seed's directory exists by design and is skipped later
+        prepare(experiment.run_config(setting, experiment.seeds[0]).model_copy(update={"name": None}))
     return CheckedComparison(experiment)
 
 
@@ -213,7 +214,8 @@ def run_comparison(
     """Run the missing runs (settings × seeds), then write results.csv/.md, utility_privacy.png,
     comparison.json and HParams under ``experiment.out``. An experiment not yet checked is
     checked first (:func:`check_comparison` with ``prepare_fn``). A run that fails is recorded
-    and the rest still run; KeyboardInterrupt stops the comparison (rerun to resume).
+    and the rest still run; KeyboardInterrupt and a run that cannot write its outputs (a full
+    disk: :class:`~fedls.run_dir.OutputError`) stop the comparison (rerun to resume).
     ``command`` is recorded as the command line that produced the results."""
     if isinstance(experiment, Experiment):
         experiment = check_comparison(experiment, prepare_fn)
@@ -269,6 +271,8 @@ def _run_one(
         simulate_fn(config, observer_factory=observer_factory, on_round=on_round)
     except RunInterrupted:
         raise KeyboardInterrupt from None  # the user stopped the comparison, not only this run
+    except OutputError:
+        raise  # a full disk fails every later setting the same way: stop, the finished runs stay
     except FedlsError as exc:
         log.warning("setting %s, seed %d failed: %s", setting.name, seed, exc)
         event("setting-failed", message=str(exc))

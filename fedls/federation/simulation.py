@@ -50,8 +50,10 @@ class PreparedRun:
 def prepare(config: RunConfig) -> PreparedRun:
     """Validate the config, every option table, the resources, the dataset and the model;
     write nothing. Loading the dataset here (cached per process, so the server reuses it)
-    turns a missing folder into an error before a run directory exists or Ray starts."""
-    from fedls.assembly import build_global_model, load_splits
+    turns a missing folder into an error before a run directory exists or Ray starts; so does
+    a partition the data cannot give (more by-class clients than a class has samples) and a
+    run name that is taken."""
+    from fedls.assembly import build_global_model, client_partition, load_splits
     from fedls.federation.observers import validate_attack_options
 
     config.check_registries()
@@ -59,8 +61,10 @@ def prepare(config: RunConfig) -> PreparedRun:
     splits = load_splits(config)
     if config.clients > len(splits.train):
         raise FedlsError(f"{config.clients} clients but only {len(splits.train)} training samples; use fewer clients")
+    client_partition(config, splits)
     validate_attack_options(config, splits)
     build_global_model(config, splits)
+    RunDirectory.target(config)
     return PreparedRun(config, resources)
 
 
