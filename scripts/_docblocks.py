@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +127,24 @@ def stamp(meta: Mapping[str, Any], results: Path, render: str) -> str:
         f"`{meta['command']}` (nice {meta['nice']}, {meta['seconds']:.0f} s, {load}). "
         f"Raw results: `{shown_path(results)}`; re-render without measuring: `{render}`.</sub>"
     )
+
+
+def measure_and_render(
+    script: str, out: Path, document: Path, *, render_only: bool, write_docs: bool,
+    measure: Callable[[], tuple[dict[str, Any], dict[str, Any]]], render: Callable[[dict[str, Any], Path], str],
+) -> str:
+    """The common tail of a single-block benchmark: unless ``render_only``, run ``measure()``
+    (→ extra metadata, results), save both with the run's provenance to ``out``; then render the
+    block from ``out`` alone (exactly what ``--render`` would give), print it, and with
+    ``write_docs`` put it into ``document``."""
+    if not render_only:
+        meta = run_meta(script, sys.argv[1:])
+        started = time.perf_counter()
+        extra, results = measure()
+        save_results(out, {"meta": {**finish_meta(meta, time.perf_counter() - started), **extra}, **results})
+    body = render(load_results(out), out)
+    print(body)
+    if write_docs:
+        changed = write_block(document, *markers(script), body)
+        print(f"{shown_path(document)}: {'updated' if changed else 'unchanged'}", file=sys.stderr)
+    return body

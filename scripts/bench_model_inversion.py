@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -233,21 +232,15 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="measure nothing: render the block from --out")
     parser.add_argument("--write-docs", action="store_true", help="replace the block in docs/model_inversion.md")
     args = parser.parse_args()
-    if not args.render:
-        torch.set_num_threads(args.threads)
-        meta = blocks.run_meta(SCRIPT, sys.argv[1:])
-        started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+
+    def run() -> tuple[dict[str, Any], dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="bench-mi-cache-") as fresh:
             results = measure(args, args.cache_dir or fresh)
-        meta = {**blocks.finish_meta(meta, time.perf_counter() - started), "torch_threads": args.threads,
-                "fresh_cache": args.cache_dir is None}
-        blocks.save_results(args.out, {"meta": meta, "results": results})
-    body = markdown(blocks.load_results(args.out), args.out)
-    print(body)
-    if args.write_docs:
-        changed = blocks.write_block(DOC, *blocks.markers(SCRIPT), body)
-        print(f"{blocks.shown_path(DOC)}: {'updated' if changed else 'unchanged'}", file=sys.stderr)
+        return {"torch_threads": args.threads, "fresh_cache": args.cache_dir is None}, {"results": results}
 
+    blocks.measure_and_render(SCRIPT, args.out, DOC, render_only=args.render, write_docs=args.write_docs,
+                              measure=run, render=markdown)
 
 if __name__ == "__main__":
     main()

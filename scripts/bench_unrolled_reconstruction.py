@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -123,23 +122,18 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="measure nothing: render the block from --out")
     parser.add_argument("--write-docs", action="store_true", help="replace the block in docs/gradient_inversion.md")
     args = parser.parse_args()
-    if not args.render:
-        torch.set_num_threads(args.threads)
-        meta = blocks.run_meta(SCRIPT, sys.argv[1:])
-        started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+
+    def run() -> tuple[dict[str, Any], dict[str, Any]]:
         rows = []
         for seed in parse_seeds(args.seeds):
             rows.append(measure_seed(seed, args.local_steps, args.lr, args.recon_steps))
             print(json.dumps(rows[-1]), flush=True)
-        meta = {**blocks.finish_meta(meta, time.perf_counter() - started), "local_steps": args.local_steps, "lr": args.lr,
-                "recon_steps": args.recon_steps, "torch_threads": args.threads}
-        blocks.save_results(args.out, {"meta": meta, "rows": rows})
-    body = markdown(blocks.load_results(args.out), args.out)
-    print(body)
-    if args.write_docs:
-        changed = blocks.write_block(DOC, *blocks.markers(SCRIPT), body)
-        print(f"{blocks.shown_path(DOC)}: {'updated' if changed else 'unchanged'}", file=sys.stderr)
+        extra = {"local_steps": args.local_steps, "lr": args.lr, "recon_steps": args.recon_steps, "torch_threads": args.threads}
+        return extra, {"rows": rows}
 
+    blocks.measure_and_render(SCRIPT, args.out, DOC, render_only=args.render, write_docs=args.write_docs,
+                              measure=run, render=markdown)
 
 if __name__ == "__main__":
     main()
