@@ -12,21 +12,20 @@ Two client recipes: ``one-step`` (one full-batch local step: the setting where t
 exact by construction on untrained models) and ``default`` (fedls' default: batch 16, 2 local
 epochs, i.e. ≈ 20 momentum steps). Rates carry Wilson 95 % intervals over clients × seeds.
 
-Usage (writes JSON, a PNG and prints the Markdown table):
+Usage (writes docs/results/label_channel.json, a PNG, and the generated block of
+docs/gradient_inversion.md; ``--render`` re-renders the block from the JSON without measuring):
 
-    .venv/bin/python scripts/study_label_channel.py --out docs/img/label_channel.json \
-        --figure docs/img/label_channel.png
-    .venv/bin/python scripts/study_label_channel.py --table docs/img/label_channel.json
+    .venv/bin/python scripts/study_label_channel.py --seeds 0 1 --clients 10 --rounds 6 --write-docs
+    .venv/bin/python scripts/study_label_channel.py --render --write-docs
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import time
 from pathlib import Path
+from typing import Any
 
+import _docblocks as blocks
 import numpy as np
 import torch
 from torch.utils.data import Subset
@@ -35,10 +34,13 @@ from fedls.attacks.gradient import recover_update_labels
 from fedls.data import DataOptions, dataset_targets, load_dataset, partition
 from fedls.defenses.base import Defense, TrainingContext
 from fedls.models import build_model
-from fedls.stats import wilson_interval
+from fedls.stats import paired_test, wilson_interval
 from fedls.threat_model import ClientRecipe
 from fedls.training.local import train_local
 
+SCRIPT = "study_label_channel.py"
+DOC = blocks.ROOT / "docs" / "gradient_inversion.md"
+DEFAULT_OUT = blocks.RESULTS / "label_channel.json"
 ALPHAS = (-0.05, 0.0, 0.1)
 RECIPES = {
     "one-step": {"batch_size": None, "local_epochs": 1},  # batch_size None: the whole shard
@@ -129,12 +131,46 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(result: dict) -> str:
-    """The docs table: per recipe and α, first and last round (and every round in between as MAE)."""
-    cells = result["cells"]
-    meta = result["meta"]
-    lines = [f"fedls {meta['fedls_version']}, commit {meta['commit']}; command: `{meta['command']}`; seeds {meta['seeds']}, "
-             f"{meta['clients']} clients, {meta['rounds']} rounds; rates over clients × seeds with Wilson 95 % intervals.", "",
+def readings(result: dict) -> list[str]:
+    """Per recipe and α: does the recovered count beat the attacker's guess without the update
+    (N/C per class) in the last round? Judged per client on the count error's improvement over
+    the guess's, with a paired t-test across the clients of every seed: a significant
+    improvement means the channel leaks. The share of clients beating the guess (Wilson 95 %)
+    is shown beside it."""
+    rows, last = result["rows"], max(c["round"] for c in result["cells"])
+    lines = []
+    for recipe in sorted({c["recipe"] for c in result["cells"]}):
+        for alpha in sorted({c["alpha"] for c in result["cells"]}):
+            group = [r for r in rows if r["recipe"] == recipe and r["alpha"] == alpha and r["round"] == last]
+            better = sum(r["count_mae"] < r["uniform_mae"] for r in group)
+            low, high = wilson(better, len(group))
+            test = paired_test([r["uniform_mae"] for r in group], [r["count_mae"] for r in group])
+            if test.p_t is None or test.ci_low is None or test.ci_high is None:
+                gain, verdict = f"{test.mean_diff:+.2f}", "not testable"
+            else:
+                gain = f"{test.mean_diff:+.2f} [{test.ci_low:+.2f}, {test.ci_high:+.2f}], p = {test.p_t:.2g}"
+                verdict = ("leaks the counts" if test.mean_diff > 0 else "worse than the guess") if test.p_t < 0.05 \
+                    else "no better than the guess (inside the noise)"
+            mae = float(np.mean([r["count_mae"] for r in group]))
+            guess = float(np.mean([r["uniform_mae"] for r in group]))
+            lines.append(f"| {recipe} | {alpha:+.2f} | {last} | {mae:.2f} | {guess:.2f} | {gain} | {better}/{len(group)} "
+                         f"[{low:.2f}, {high:.2f}] | **{verdict}** |")
+    return lines
+
+
+def markdown(result: dict, path: Path) -> str:
+    """The generated block: the verdict per recipe and α in the last round, then every round."""
+    meta, cells = result["meta"], result["cells"]
+    lines = [f"Plain-PyTorch FedAvg over IID digits shards (C = 5), fedls' `train_local`, clipping 1.0, α held from round "
+             f"1; seeds {', '.join(map(str, meta['seeds']))}, {meta['clients']} clients, {meta['rounds']} rounds. "
+             "Rates over clients × seeds with Wilson 95 % intervals.", "",
+             "| recipe | α | round | count MAE | uniform-guess MAE | improvement over the guess [95 % CI], paired t "
+             "| clients beating the guess [95 % CI] | verdict |",
+             "|---|---|---|---|---|---|---|---|", *readings(result), "",
+             f"Improvement = the guess's count error minus the attack's, per client ({len(meta['seeds'])} seeds × "
+             f"{meta['clients']} clients, paired t-test); *leaks the counts* when it is significantly above zero "
+             "(p < 0.05).", "",
+             "<details><summary>Every round</summary>", "",
              "| recipe | α | round | global acc. | exact counts (95 % CI) | count MAE | uniform-guess MAE | clients beating it | "
              "median \\|α̂−α\\| (identified) | false claims |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -144,6 +180,7 @@ def markdown(result: dict) -> str:
                      f"{cell['exact_rate']:.2f} ({cell['exact_lo']:.2f}–{cell['exact_hi']:.2f}) | {cell['count_mae']:.2f} | "
                      f"{cell['uniform_mae']:.2f} | {cell['better_than_uniform']:.2f} | "
                      f"{err} ({cell['alpha_identified']}/{cell['n']}) | {cell['false_claims']} |")
+    lines += ["", "</details>", "", blocks.stamp(meta, path, f".venv/bin/python scripts/{SCRIPT} --render --write-docs")]
     return "\n".join(lines)
 
 
@@ -183,34 +220,26 @@ def figure(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("docs/img/label_channel.json"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="[default: %(default)s]")
     parser.add_argument("--figure", type=Path, default=Path("docs/img/label_channel.png"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--clients", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
-    parser.add_argument("--table", type=Path, help="print the Markdown table of a result file and exit")
+    parser.add_argument("--render", action="store_true", help="measure nothing: render the block from --out")
+    parser.add_argument("--write-docs", action="store_true", help="replace the block in docs/gradient_inversion.md")
     args = parser.parse_args()
-    if args.table:
-        print(markdown(json.loads(args.table.read_text())))
-        return
     torch.set_num_threads(1)
-    started = time.time()
-    rows = [r for recipe in RECIPES for alpha in args.alphas for seed in args.seeds
-            for r in run(alpha, recipe, seed, args.clients, args.rounds)]
-    import fedls
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    meta = {"fedls_version": getattr(fedls, "__version__", "unknown"), "commit": commit or "unknown",
-            "command": f"scripts/study_label_channel.py --seeds {' '.join(map(str, args.seeds))} --clients {args.clients} "
-                       f"--rounds {args.rounds} --alphas {' '.join(map(str, args.alphas))}",
-            "seeds": args.seeds, "clients": args.clients, "rounds": args.rounds, "seconds": time.time() - started}
-    result = {"meta": meta, "cells": aggregate(rows), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    figure(result, args.figure)
-    print(markdown(result))
+    def measure() -> tuple[dict[str, Any], dict[str, Any]]:
+        rows = [r for recipe in RECIPES for alpha in args.alphas for seed in args.seeds
+                for r in run(alpha, recipe, seed, args.clients, args.rounds)]
+        result = {"cells": aggregate(rows), "rows": rows}
+        figure(result, args.figure)
+        return {"seeds": args.seeds, "clients": args.clients, "rounds": args.rounds, "torch_threads": 1}, result
 
+    blocks.measure_and_render(SCRIPT, args.out, DOC, render_only=args.render, write_docs=args.write_docs,
+                              measure=measure, render=markdown)
 
 if __name__ == "__main__":
     main()

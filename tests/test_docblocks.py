@@ -107,7 +107,8 @@ def test_the_stamp_has_no_date_and_names_code_command_and_file(docblocks: Module
 BLOCKS = [
     ("bench_label_recovery", "gradient_inversion.md", part)
     for part in ("single", "estimate", "federation", "batch", "fedavg", "timing")
-] + [("bench_unrolled_reconstruction", "gradient_inversion.md", ""), ("bench_model_inversion", "model_inversion.md", "")]
+] + [("bench_unrolled_reconstruction", "gradient_inversion.md", ""), ("bench_model_inversion", "model_inversion.md", ""),
+      ("study_label_channel", "gradient_inversion.md", "")]
 
 
 @pytest.mark.parametrize(("name", "document", "key"), BLOCKS, ids=[f"{n}-{k}" if k else n for n, _, k in BLOCKS])
