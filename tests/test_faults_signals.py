@@ -193,7 +193,7 @@ def test_flower_telemetry_is_off_in_the_run(sigterm_run: Stopped) -> None:
 def test_telemetry_stays_as_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from flwr.supercore import telemetry
 
-    from fedls.federation.simulation import flower_telemetry_off
+    from fedls.federation.local_ray import flower_telemetry_off
 
     monkeypatch.setattr(telemetry, "FLWR_TELEMETRY_ENABLED", telemetry.FLWR_TELEMETRY_ENABLED)
     monkeypatch.delenv("FLWR_TELEMETRY_ENABLED", raising=False)

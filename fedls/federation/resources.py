@@ -119,7 +119,7 @@ def cluster_totals(address: str) -> tuple[int, int]:
     import ray
 
     _probe(address)
-    # Same setting as the simulation itself (simulation.quiet_flower): keeps Ray's FutureWarning
+    # Same setting as the simulation itself (local_ray.quiet_flower): keeps Ray's FutureWarning
     # about accelerator variables off the terminal and out of the clients' environment.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if ray.is_initialized():

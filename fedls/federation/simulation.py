@@ -10,8 +10,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +19,7 @@ import torch
 from fedls.config import RunConfig
 from fedls.errors import FedlsError
 from fedls.federation.client import SHARED_DATA_ENV, make_client_app, share_client_data
+from fedls.federation.local_ray import flower_telemetry_off, kill_ray_processes, quiet_flower, shutdown_ray, start_ray
 from fedls.federation.resources import Resources, resolve_resources
 from fedls.federation.server import (
     CuriousServer,
@@ -30,6 +29,7 @@ from fedls.federation.server import (
     ServerOutcome,
     make_server_app,
 )
+from fedls.federation.stop_signals import RunStopped, stop_on_interrupt
 from fedls.provenance import provenance
 from fedls.run_dir import RunDirectory
 
@@ -76,115 +76,6 @@ class SimulationResult:
 
 class SimulationFailed(FedlsError):
     """The Flower/Ray backend or a server-side step failed."""
-
-
-class RunStopped(RunInterrupted):
-    """The run was stopped by a signal (SIGINT: Ctrl-C, SIGTERM: ``timeout``, a batch scheduler);
-    the exit code a shell expects for it is ``128 + signum``."""
-
-    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-TELEMETRY_ENV = "FLWR_TELEMETRY_ENABLED"  # flwr/supercore/telemetry.py: "1" (default) sends events
-RAY_USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
-LOOPBACK = "127.0.0.1"
-
-
-def flower_telemetry_off() -> None:
-    """Switch Flower's telemetry off unless the user chose a value for ``FLWR_TELEMETRY_ENABLED``.
-
-    Flower posts an event to telemetry.flower.ai at every ``run_simulation`` (enter and leave,
-    with platform details) unless the variable is ``0``. It reads the variable once, when
-    ``flwr`` is first imported (any fedls module that speaks Flower's message types imports it),
-    so the module's copy is set too; the environment carries the choice to the Ray workers,
-    whose client code imports Flower again. Ray's own usage statistics are switched off the
-    same way (``RAY_USAGE_STATS_ENABLED``)."""
-    os.environ.setdefault(TELEMETRY_ENV, "0")
-    os.environ.setdefault(RAY_USAGE_STATS_ENV, "0")
-    telemetry = sys.modules.get("flwr.supercore.telemetry")
-    if telemetry is not None and hasattr(telemetry, TELEMETRY_ENV):
-        setattr(telemetry, TELEMETRY_ENV, os.environ[TELEMETRY_ENV])
-
-
-class StopSignals:
-    """SIGINT and SIGTERM while a run is going.
-
-    Ctrl-C (SIGINT): ask the server to stop after the round in progress (the ServerApp runs in
-    a thread and Flower's runtime does not pass KeyboardInterrupt on). Ray's processes block
-    SIGINT, so a terminal's Ctrl-C, which reaches the whole foreground process group, leaves
-    them running and the round can finish.
-
-    SIGTERM, or a second Ctrl-C: ``quit_now(signum)``, which writes the summary, stops Ray and
-    leaves at once. A round in progress cannot be waited for after SIGTERM: ``timeout`` sends it
-    to the whole process group and a batch scheduler to every process of the job, so Ray's
-    GCS, raylet and workers end with it (seen: every client of the round failed, and the
-    backend's shutdown then waited for a GCS that was gone), and the scheduler's SIGKILL
-    follows within seconds.
-
-    Only the main thread can own signal handlers; elsewhere (a caller's worker thread) nothing
-    is installed and the caller's own handling stays as it is.
-    """
-
-    def __init__(self, stop: threading.Event, quit_now: Callable[[int], None]) -> None:
-        self.stop = stop
-        self.quit_now = quit_now
-        self.signum: int | None = None  # the signal that stopped the run
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def active(self) -> bool:
-        return threading.current_thread() is threading.main_thread()
-
-    def install(self) -> None:
-        """(Re)install the handlers; again after ``ray.init``, which replaces the SIGTERM handler
-        of the driver with one that raises SystemExit wherever the main thread happens to be."""
-        if not self.active:
-            return
-        for signum in STOP_SIGNALS:
-            previous = signal.signal(signum, self.handle)
-            self._previous.setdefault(signum, previous)
-
-    def restore(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous.clear()
-
-    def handle(self, signum: int, frame: object) -> None:
-        first = self.signum is None
-        self.signum = signum
-        self.stop.set()
-        if first and signum == signal.SIGINT:
-            log.warning("interrupt: stopping after the current round (Ctrl-C again to quit at once)")
-            return
-        self.quit_now(signum)
-
-
-@contextmanager
-def stop_on_interrupt(stop: threading.Event, quit_now: Callable[[int], None] | None = None) -> Iterator[StopSignals]:
-    """:class:`StopSignals` installed for the block; the previous handlers come back after it.
-    Without ``quit_now`` a second signal leaves with ``os._exit(128 + signum)``."""
-    signals = StopSignals(stop, quit_now or (lambda signum: os._exit(128 + signum)))
-    signals.install()
-    try:
-        yield signals
-    finally:
-        signals.restore()
-
-
-def quiet_flower(verbose: bool) -> None:
-    """Flower logs every message at INFO and client failures with full Ray tracebacks; fedls
-    records failures itself (clients/missing, summary.json), so the terminal keeps its progress."""
-    level = logging.INFO if verbose else logging.CRITICAL
-    logging.getLogger("flwr").setLevel(level)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 def summarise(
@@ -234,7 +125,7 @@ def simulate(
     Ctrl-C (SIGINT) stops after the round in progress, keeps every finished round and the last
     finished round's model, marks the run ``interrupted`` and raises :class:`RunStopped`;
     SIGTERM or a second Ctrl-C writes the same summary and model and leaves the process at once
-    with exit code ``128 + signum`` (see :class:`StopSignals`). Any backend
+    with exit code ``128 + signum`` (see :class:`~fedls.federation.stop_signals.StopSignals`). Any backend
     failure marks the run ``failed`` and raises :class:`SimulationFailed`; a write that fails
     (a full disk) raises :class:`~fedls.run_dir.OutputError`. However the run ends, Ray is shut
     down, its processes are gone and its temporary folder is removed. ``progress(task, done,
@@ -264,7 +155,7 @@ def simulate(
         try:
             _share_data_with_workers(config, resources, Path(ray_tmp) / "client-data")
             backend_config = resources.backend_config()
-            _start_ray(resources, backend_config)
+            start_ray(resources, backend_config)
             signals.install()  # ray.init put its own SIGTERM handler in place
             if server.stop_requested.is_set():
                 raise RunInterrupted("stopped before the first round")
@@ -393,7 +284,7 @@ class RunEnd:
         # its death by the kill below starts the same countdown. The folder can go before its
         # processes do (Linux keeps files open by a process readable until closed).
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
-        _kill_ray_processes(self.ray_tmp, wait_s=0.5)
+        kill_ray_processes(self.ray_tmp, wait_s=0.5)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
         logging.shutdown()
         os._exit(128 + signum)
@@ -408,8 +299,8 @@ class RunEnd:
         return None
 
     def _release(self) -> None:
-        _shutdown_ray()
-        killed = _kill_ray_processes(self.ray_tmp)
+        shutdown_ray()
+        killed = kill_ray_processes(self.ray_tmp)
         if killed:
             log.info("stopped %d Ray process(es) that outlived ray.shutdown()", killed)
         for key, value in self._previous_env.items():
@@ -431,137 +322,3 @@ def _share_data_with_workers(config: RunConfig, resources: Resources, folder: Pa
         return
     if share_client_data(folder, config, load_splits(config)):  # load_splits is cached: prepare() loaded it
         os.environ[SHARED_DATA_ENV] = str(folder)
-
-
-def _start_ray(resources: Resources, backend_config: dict[str, Any]) -> None:
-    """Start Ray here with Flower's own ``init_args`` (Flower's RayBackend then finds Ray
-    initialised and uses it), so that fedls owns the start: the SIGTERM handler ``ray.init``
-    installs can be replaced right after (see :class:`StopSignals`), and the local instance
-    listens on loopback only.
-
-    A local instance: Flower's backend would start it with the driver's ``sys.path`` as a job
-    *runtime environment* (``env_vars={"PYTHONPATH": ...}``). Ray prestarts one worker per CPU
-    for a new driver, but in the default environment, so the client actors could not use them:
-    Ray spawned two more Python processes for the actors while the two prestarted ones imported
-    Ray and idled (seen with py-spy), on the same cores the actors' first imports need. Here
-    the same ``PYTHONPATH`` reaches the workers through the environment they inherit from the
-    raylet, and the actors start on the prestarted workers.
-
-    Ray also lowers its workers' priority to nice 15 (its ``worker_niceness``) to keep its own
-    daemons responsive. Here the workers are the client actors that do all the training, while
-    this process (nice 0) runs Flower's polling threads: under Linux's scheduler a nice-15
-    thread gets 36/1024 of a core next to a busy nice-0 one, so training stalled whenever the
-    driver or anything else on the machine was busy (measured on the 2-core machine under
-    load: 20 clients' ``train_local`` took 33-38 s in an actor for 2-3 CPU-s, 4-8 s in a plain
-    process; 2-3.6 s in an actor at nice 0). Workers keep the driver's priority.
-
-    An existing cluster (``ray_address``) is joined exactly as Flower's backend would join it
-    (``PYTHONPATH`` as the job's runtime environment: the cluster's workers do not inherit
-    this process's environment), and its network settings are the cluster's.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    paths = [*sys.path, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    pythonpath = os.pathsep.join(paths)
-    os.environ["PYTHONPATH"] = pythonpath
-    init_args = dict(backend_config.get("init_args", {}))
-    init_args.setdefault("include_dashboard", False)
-    if resources.ray_address is not None:
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
-        return
-    init_args["_system_config"] = {**init_args.get("_system_config", {}), "worker_niceness": 0}
-    with _single_machine_ray():
-        ray.init(_node_ip_address=LOOPBACK, **init_args)
-    node_ip = ray.util.get_node_ip_address()
-    if node_ip != LOOPBACK:
-        log.warning("Ray's ports listen on %s, not only on loopback (this Ray version ignored the setting)", node_ip)
-
-
-@contextmanager
-def _single_machine_ray() -> Iterator[None]:
-    """Let ``ray.init(_node_ip_address="127.0.0.1")`` mean loopback.
-
-    Ray's GCS, raylet (node and object manager) and workers listen on all interfaces unless
-    the node's address is 127.0.0.1, and on Linux ``ray.init`` replaces 127.0.0.1 by the
-    machine's outward address (``services.resolve_ip_for_localhost``) unless it is in the
-    single-machine mode it uses on macOS and Windows (``ray_constants.ENABLE_RAY_CLUSTER``, read
-    at call time). A simulation is one machine: that mode, only for the start of the local
-    instance, keeps every port on 127.0.0.1 (checked with ``ss -ltnp``)."""
-    try:
-        from ray._private import ray_constants
-    except ImportError:  # another Ray layout: the check after ray.init reports what happened
-        yield
-        return
-    previous = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = previous
-
-
-def _shutdown_ray() -> None:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-    except Exception:  # noqa: BLE001 - best effort at exit
-        log.debug("ray shutdown failed", exc_info=True)
-
-
-def ray_processes(ray_tmp: str) -> list[int]:
-    """Processes of the local Ray instance that uses ``ray_tmp``, this one excepted.
-
-    Found by what they carry, not by the process tree (a worker or agent whose raylet died has
-    been re-parented and may still run): the ``RAY_TMPDIR`` in their environment (the GCS, the
-    raylet and every worker inherit it from this process; the folder is fresh from ``mkdtemp``),
-    or an open file under that folder (Ray's session logs). The second catches Ray's agents:
-    their process titles (``ray::RuntimeEnvAgent``) overwrite part of the environment that
-    ``/proc`` shows, and the variable was seen missing from it after the driver had ended."""
-    marker = f"RAY_TMPDIR={ray_tmp}".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if int(proc.name) != os.getpid() and (
-                marker in (proc / "environ").read_bytes().split(b"\0") or _has_open_file_under(proc, ray_tmp)
-            ):
-                found.append(int(proc.name))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    return found
-
-
-def _has_open_file_under(proc: Path, folder: str) -> bool:
-    prefix = folder.rstrip(os.sep) + os.sep
-    for fd in (proc / "fd").iterdir():
-        try:
-            if os.readlink(fd).startswith(prefix):
-                return True
-        except OSError:  # closed meanwhile
-            continue
-    return False
-
-
-def _kill_ray_processes(ray_tmp: str, wait_s: float = 5.0) -> int:
-    """SIGKILL what is left of the local Ray instance and wait until it is gone; returns how
-    many processes there were. Orphaned workers otherwise kept training for 30-90 s after the
-    driver had ended."""
-    killed: set[int] = set()
-    deadline = time.monotonic() + wait_s
-    # Again until none is found: a raylet that has not died yet may still start a worker (it
-    # restarts dead client actors). A killed child of this process stays a zombie until it is
-    # reaped, but a zombie has no environment or open files left, so it is not listed.
-    while pids := ray_processes(ray_tmp):
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
-            killed.add(pid)
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    return len(killed)
