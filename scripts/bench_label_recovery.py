@@ -330,35 +330,44 @@ def markdown_federation(rows: list[Row]) -> str:
 # --- batch counts ------------------------------------------------------------------------------------
 
 
-def tally(result: BatchLabelRecovery, labels: torch.Tensor, alpha: float, exact: list[bool], flagged: list[bool],
-          claimed: list[bool], alpha_err: list[float], count_err: list[float], seconds: list[float]) -> None:
-    """Score one recovery against the batch's true labels, appending to the cell's lists."""
-    truth = np.bincount(labels.numpy(), minlength=C)
-    ok = bool(np.array_equal(result.counts, truth))
-    exact.append(ok)
-    claimed.append(result.success)
-    flagged.append(result.success and ok)
-    if result.alpha_identifiable:
-        alpha_err.append(abs(result.alpha - alpha))
-    count_err.append(float(np.abs(result.counts - truth).mean()))
-    seconds.append(result.seconds)
+class Tally:
+    """One cell's trials, scored against the batch's true labels. (A plain class: the tests load
+    this script with importlib, without registering it in sys.modules, which dataclasses need.)"""
 
+    def __init__(self) -> None:
+        self.exact: list[bool] = []
+        self.flagged: list[bool] = []  # claimed and right
+        self.claimed: list[bool] = []
+        self.alpha_err: list[float] = []
+        self.count_err: list[float] = []
+        self.seconds: list[float] = []
 
-def summarise(kind: str, config: Row, exact: list[bool], flagged: list[bool], claimed: list[bool],
-              alpha_err: list[float], count_err: list[float], seconds: list[float]) -> Row:
-    n = len(exact)
-    lo, hi = wilson(sum(exact), n)
-    return {
-        "kind": kind, **config, "trials": n,
-        "exact_rate": sum(exact) / n, "exact_lo": lo, "exact_hi": hi,
-        "claimed_rate": sum(claimed) / n,
-        "claimed_and_right": sum(flagged), "claimed_total": sum(claimed),
-        "alpha_identified": len(alpha_err),
-        "alpha_err_median": float(np.median(alpha_err)) if alpha_err else None,
-        "alpha_err_p95": float(np.percentile(alpha_err, 95)) if alpha_err else None,
-        "count_mae": float(np.mean(count_err)),
-        "ms_median": 1000 * float(np.median(seconds)),
-    }
+    def add(self, result: BatchLabelRecovery, labels: torch.Tensor, alpha: float) -> None:
+        truth = np.bincount(labels.numpy(), minlength=C)
+        ok = bool(np.array_equal(result.counts, truth))
+        self.exact.append(ok)
+        self.claimed.append(result.success)
+        self.flagged.append(result.success and ok)
+        if result.alpha_identifiable:
+            self.alpha_err.append(abs(result.alpha - alpha))
+        self.count_err.append(float(np.abs(result.counts - truth).mean()))
+        self.seconds.append(result.seconds)
+
+    def row(self, kind: str, config: Row) -> Row:
+        n = len(self.exact)
+        lo, hi = wilson(sum(self.exact), n)
+        errors = self.alpha_err
+        return {
+            "kind": kind, **config, "trials": n,
+            "exact_rate": sum(self.exact) / n, "exact_lo": lo, "exact_hi": hi,
+            "claimed_rate": sum(self.claimed) / n,
+            "claimed_and_right": sum(self.flagged), "claimed_total": sum(self.claimed),
+            "alpha_identified": len(errors),
+            "alpha_err_median": float(np.median(errors)) if errors else None,
+            "alpha_err_p95": float(np.percentile(errors, 95)) if errors else None,
+            "count_mae": float(np.mean(self.count_err)),
+            "ms_median": 1000 * float(np.median(self.seconds)),
+        }
 
 
 def bench_batch(images: torch.Tensor, labels: torch.Tensor, trials: int, batches: tuple[int, ...],
@@ -370,12 +379,7 @@ def bench_batch(images: torch.Tensor, labels: torch.Tensor, trials: int, batches
             for batch in batches:
                 for alpha in alphas:
                     rng = np.random.default_rng(cell_seed(name, trained, batch, alpha))
-                    exact: list[bool] = []
-                    flagged: list[bool] = []
-                    claimed: list[bool] = []
-                    aerr: list[float] = []
-                    cerr: list[float] = []
-                    secs: list[float] = []
+                    tally = Tally()
                     for _ in range(trials):
                         idx = torch.as_tensor(rng.choice(len(images), batch, replace=False))
                         model.zero_grad()
@@ -383,9 +387,8 @@ def bench_batch(images: torch.Tensor, labels: torch.Tensor, trials: int, batches
                         head = model.head
                         kwargs = {"bias_grad": head.bias.grad, "bias": head.bias} if head.bias is not None else {}
                         result = recover_batch_labels(head.weight.grad, head.weight, batch_size=batch, **kwargs)
-                        tally(result, labels[idx], alpha, exact, flagged, claimed, aerr, cerr, secs)
-                    rows.append(summarise("batch", {"model": name, "trained": trained, "batch": batch, "alpha": alpha},
-                                          exact, flagged, claimed, aerr, cerr, secs))
+                        tally.add(result, labels[idx], alpha)
+                    rows.append(tally.row("batch", {"model": name, "trained": trained, "batch": batch, "alpha": alpha}))
                     print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -404,12 +407,7 @@ def bench_fedavg(images: torch.Tensor, labels: torch.Tensor, trials: int, batche
                             continue
                         rng = np.random.default_rng(cell_seed(trained, clip, batch, steps, alpha))
                         recipe = ClientRecipe(lr=0.05, batch_size=batch, local_epochs=1, max_grad_norm=clip, alpha=alpha)
-                        exact: list[bool] = []
-                        flagged: list[bool] = []
-                        claimed: list[bool] = []
-                        aerr: list[float] = []
-                        cerr: list[float] = []
-                        secs: list[float] = []
+                        tally = Tally()
                         for trial in range(trials):
                             idx = torch.as_tensor(rng.choice(len(images), n, replace=False))
                             model = build_model("cnn", (1, 8, 8), C)
@@ -418,10 +416,9 @@ def bench_fedavg(images: torch.Tensor, labels: torch.Tensor, trials: int, batche
                                                                trial)
                             rec = recover_update_labels(start, after, recipe, num_examples=n, local_steps=done,
                                                         head_names=("head.weight", "head.bias"))
-                            tally(rec, labels[idx], alpha, exact, flagged, claimed, aerr, cerr, secs)
-                        rows.append(summarise(
-                            "fedavg", {"model": "cnn", "trained": trained, "clip": clip, "batch": batch, "steps": steps,
-                                       "alpha": alpha}, exact, flagged, claimed, aerr, cerr, secs))
+                            tally.add(rec, labels[idx], alpha)
+                        rows.append(tally.row("fedavg", {"model": "cnn", "trained": trained, "clip": clip, "batch": batch,
+                                                         "steps": steps, "alpha": alpha}))
                         print(json.dumps(rows[-1]), flush=True)
     return rows
 
