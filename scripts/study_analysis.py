@@ -84,8 +84,7 @@ ATTACK_NAMES = {
 SHORT_NAMES = {
     "fgsm": "FGSM", "pgd10-small-step": "PGD-10\nstep ε/10", "pgd10-large-step": "PGD-10\nstep ε/2",
     "pgd10-restarts5": "PGD-10, ε/10\n5 restarts", "pgd10-margin": "PGD-10, ε/10\nmargin loss",
-    "pgd20-margin-large-restarts3": "PGD-20, ε/4, margin\n3 restarts",
-    "transfer-pgd20": "transfer from α = 0\n(white-box for α = 0)",
+    "pgd20-margin-large-restarts3": "PGD-20, ε/4\nmargin, 3 restarts", "transfer-pgd20": "transfer from\nthe α = 0 model",
 }
 SMALL_STEP, STRONG, TRANSFER = "pgd10-small-step", "pgd20-margin-large-restarts3", "transfer-pgd20"
 Row = dict[str, Any]
@@ -274,7 +273,10 @@ def seeds_text(seeds: Sequence[int]) -> str:
 
 
 def p_text(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.2g}"
+    """Two significant digits, three where two would round across 0.05."""
+    if p is None:
+        return "n/a"
+    return f"{p:.3g}" if f"{p:.2g}" == "0.05" else f"{p:.2g}"
 
 
 def mean_sd(values: Sequence[float], digits: int, scale: float = 1.0) -> str:
@@ -311,11 +313,19 @@ def test_text(test: PairedTest, digits: int, scale: float = 1.0, unit: str = "")
 
 
 def verdict(test: PairedTest, higher: str, lower: str) -> str:
-    """What the interval says: ``higher`` / ``lower`` when it excludes 0, else inside the noise."""
+    """What the interval says: ``higher`` / ``lower`` when it excludes 0, else inside the noise; and whether the
+    Wilcoxon signed-rank test, at the same 0.05 level, disagrees with the t-test."""
     if test.sd_diff == 0 and test.mean_diff == 0:
         return "no difference: the same value in every seed"
     found = direction(test)
     return "inside the noise (the interval contains 0)" if found is None else higher if found == "higher" else lower
+
+
+def wilcoxon_note(test: PairedTest) -> str:
+    """``; the Wilcoxon test …`` when the signed-rank test, at the same 0.05 level, disagrees with the t-test."""
+    if test.p_t is None or test.p_wilcoxon is None or (test.p_t < 0.05) == (test.p_wilcoxon < 0.05):
+        return ""
+    return f"; the Wilcoxon test {'does not confirm it' if test.p_t < 0.05 else 'alone would call it a difference'} at 0.05"
 
 
 def reading(test: PairedTest, what: str, alpha: float, base: float, digits: int, scale: float = 1.0,
@@ -325,13 +335,15 @@ def reading(test: PairedTest, what: str, alpha: float, base: float, digits: int,
     found = direction(test)
     text += verdict(test, f"{a_text(alpha)} is higher", f"{a_text(alpha)} is lower")
     if paper is not None:
-        if found is None:
+        if test.sd_diff == 0 and test.mean_diff == 0:
+            text += f"; the paper's direction ({paper[0]}, {paper[1]}) does not appear here"
+        elif found is None:
             text += f"; the paper's direction ({paper[0]}, {paper[1]}) is neither confirmed nor contradicted here"
         elif found == paper[0]:
             text += f", as the paper reports ({paper[1]})"
         else:
             text += f", opposite to the paper ({paper[1]}: {paper[0]})"
-    return text + "."
+    return text + wilcoxon_note(test) + "."
 
 
 def paired(rows: Sequence[Row], key: str | Callable[[Row], float], alpha: float, base: float = 0.0
@@ -342,6 +354,13 @@ def paired(rows: Sequence[Row], key: str | Callable[[Row], float], alpha: float,
     seeds = sorted({r["seed"] for r in rows})
     values, baseline = [by[(s, alpha)] for s in seeds], [by[(s, base)] for s in seeds]
     return paired_test(values, baseline), values, baseline
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test on the discordant pairs ``b`` and ``c`` (binomial, p = 1/2)."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(b, b + c, 0.5).pvalue)
 
 
 def stamp(results: dict[str, Any], out: Path) -> str:
@@ -376,7 +395,7 @@ def render_toy(results: dict[str, Any]) -> str:
     by = {(r["seed"], r["alpha"]): r for r in rows}
     ordered = sum(by[(s, -0.05)]["steps"] < by[(s, 0.0)]["steps"] < by[(s, 0.05)]["steps"] for s in seeds)
     closer = sum(by[(s, 0.05)]["distance"] < by[(s, 0.0)]["distance"] for s in seeds)
-    lines += ["", f"Paired by seed ({len(seeds)} seeds; p-values per comparison, not corrected for the six made here):", ""]
+    lines += ["", f"Paired by seed ({len(seeds)} seeds; p-values per comparison, not corrected for multiple comparisons):", ""]
     lines.append(f"* Step ordering −0.05 < 0 < 0.05 holds in {ordered} of {len(seeds)} seeds.")
     for key, what, digits in (("steps", "Steps to 95 %", 1), ("distance", "Distance at 95 %", 2),
                               ("fixed_steps_distance", f"Distance after {fixed} steps", 2)):
@@ -398,6 +417,13 @@ def render_toy(results: dict[str, Any]) -> str:
         k = sum(r["reached"] for r in sub)
         lo, hi = wilson_interval(k, len(sub))
         lines.append(f"* {a_text(alpha)}: {k} of {len(sub)} seeds (95 % Wilson interval {lo:.0%}–{hi:.0%}).")
+    c_by = {(r["seed"], r["alpha"]): r["reached"] for r in c_rows}
+    only_0 = sum(c_by[(s, 0.0)] and not c_by[(s, 0.05)] for s in c_seeds)
+    only_5 = sum(c_by[(s, 0.05)] and not c_by[(s, 0.0)] for s in c_seeds)
+    lines.append(f"* Paired by seed: only {a_text(0)} reaches 95 % in {only_0} seeds, only {a_text(0.05)} in {only_5}; "
+                 + ("no discordant seed to test." if only_0 + only_5 == 0 else
+                    f"exact McNemar (binomial) test p = {p_text(mcnemar_exact(only_0, only_5))} — "
+                    + ("a difference at 0.05." if mcnemar_exact(only_0, only_5) < 0.05 else "inside the noise at 0.05.")))
     medians = " / ".join(f"{statistics.median(r['steps'] for r in rows if r['alpha'] == a):g}" for a in TOY_ALPHAS)
     paper = " / ".join(str(PAPER_TOY_STEPS[a]) for a in TOY_ALPHAS)
     lines += ["", f"Start point of the default runs: ({', '.join(num(v) for v in toy['geometry']['start_point'])}) "
@@ -445,10 +471,12 @@ def render_embeddings(results: dict[str, Any]) -> str:
     classes = sorted({r["classes"] for r in rows})
     lines = [
         f"`fedls embeddings` on the three runs of each seed ({seeds_text(seeds)}; {'/'.join(map(str, samples))} training "
-        f"samples of {'/'.join(map(str, classes))} classes per model). Means over seeds:",
+        f"samples of {'/'.join(map(str, classes))} classes per model). Distances are max-scaled, means over "
+        "seeds; the feature norm is the mean L2 norm of the unscaled penultimate features:",
         "",
-        "| model | intra | inter | NN intra | NN inter | inter/intra: mean ± sd | NN of another class (pooled, 95 % Wilson) |",
-        "|---|---|---|---|---|---|---|",
+        "| model | intra | inter | NN intra | NN inter | inter/intra: mean ± sd | NN of another class (pooled, 95 % Wilson) "
+        "| feature norm (unscaled), median (range) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for alpha in ALPHAS:
         sub = [r for r in rows if r["alpha"] == alpha]
@@ -456,9 +484,11 @@ def render_embeddings(results: dict[str, Any]) -> str:
         n = sum(r["samples"] for r in sub)
         lo, hi = wilson_interval(k, n)
         cells = " | ".join(f"{statistics.fmean(r[key] for r in sub):.3f}" for key in ("intra", "inter", "nn_intra", "nn_inter"))
+        norms = [r["mean_feature_norm"] for r in sub]
         lines.append(f"| {a_text(alpha)} | {cells} | {mean_sd([r['inter_over_intra'] for r in sub], 2)} "
-                     f"| {k}/{n} = {k / n:.1%} ({lo:.1%}–{hi:.1%}) |")
-    lines += ["", "Paired by seed (p-values per comparison, not corrected for the four made here):", ""]
+                     f"| {k}/{n} = {k / n:.1%} ({lo:.1%}–{hi:.1%}) "
+                     f"| {statistics.median(norms):.1f} ({min(norms):.1f}–{max(norms):.1f}) |")
+    lines += ["", "Paired by seed (p-values per comparison, not corrected for multiple comparisons):", ""]
     for alpha in (0.1, -0.05):
         test, _, _ = paired(rows, "inter_over_intra", alpha)
         lines.append(f"* {reading(test, 'inter/intra', alpha, 0.0, 2, paper=PAPER['inter_over_intra'].get(alpha))}")
@@ -499,8 +529,10 @@ def render_robustness(results: dict[str, Any]) -> str:
         for alpha in ALPHAS:
             cell = mean_sd([robust_value(r, attack) for r in rows if r["alpha"] == alpha], 1, 100)
             cells.append(cell + (" (white-box)" if attack == TRANSFER and alpha == 0.0 else ""))
-        diffs = ["—" if attack == TRANSFER else diff_cell(paired(rows, lambda r, a=attack: robust_value(r, a), alpha)[0], 1, 100)
-                 for alpha in (0.1, -0.05)]
+        def value(row: Row, attack: str = attack) -> float:
+            return robust_value(row, attack)
+
+        diffs = ["—" if attack == TRANSFER else diff_cell(paired(rows, value, alpha)[0], 1, 100) for alpha in (0.1, -0.05)]
         lines.append(f"| {ATTACK_NAMES.get(attack, attack)} | {' | '.join(cells)} | {' | '.join(diffs)} |")
     half = [max(abs(v - robust_value(r, a)) for v in wilson_interval(round(robust_value(r, a) * r["samples"]), r["samples"]))
             for r in rows for a in attacks_of(rows)]
@@ -518,12 +550,13 @@ def render_robustness(results: dict[str, Any]) -> str:
         shrink = paired_test(gap_strong, gap_small)
         lines.append(f"* Lead of {a_text(alpha)} over {a_text(0)} under the strong attack minus its lead under small-step PGD: "
                      f"{test_text(shrink, 1, 100, ' points')} — "
-                     f"{verdict(shrink, 'the lead grows under the strong attack', 'the lead shrinks under the strong attack')}.")
+                     f"{verdict(shrink, 'the lead is larger under it', 'the lead is smaller under it')}{wilcoxon_note(shrink)}.")
         transfer = paired_test([robust_value(by[(s, alpha)], TRANSFER) for s in seeds],
                                [robust_value(by[(s, alpha)], STRONG) for s in seeds])
         lines.append(f"* {a_text(alpha)} model, robust accuracy under transfer minus under the strong white-box attack: "
                      f"{test_text(transfer, 1, 100, ' points')} — "
-                     f"{verdict(transfer, 'the transfer attack is weaker', 'the transfer attack is stronger')}.")
+                     f"{verdict(transfer, 'the transfer attack is weaker', 'the transfer attack is stronger')}"
+                     f"{wilcoxon_note(transfer)}.")
     return "\n".join(lines)
 
 
@@ -620,7 +653,7 @@ def save_figures(results: dict[str, Any], figures: Path) -> list[Path]:
     # robustness: mean over seeds with the 95 % t-interval, one bar per α
     rows = results["robustness"]
     attacks = attacks_of(rows)
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    fig, ax = plt.subplots(figsize=(11, 4.2))
     width = 0.27
     for j, alpha in enumerate(ALPHAS):
         means, errs = [], []
@@ -652,11 +685,13 @@ def save_figures(results: dict[str, Any], figures: Path) -> list[Path]:
         mean = [d.mean for d in stats]
         ax.plot(steps, mean, color=colours[alpha], label=a_text(alpha))
         if len(curves) > 1:
-            ax.fill_between(steps, [d.ci_low for d in stats], [d.ci_high for d in stats], color=colours[alpha], alpha=0.2)
+            low = [d.mean if d.ci_low is None else d.ci_low for d in stats]
+            high = [d.mean if d.ci_high is None else d.ci_high for d in stats]
+            ax.fill_between(steps, low, high, color=colours[alpha], alpha=0.2)
     ax.set_xlabel("optimisation step t")
     ax.set_ylabel(r"$\cos(\nabla L_t, \nabla L_{t-1})$, mean over images")
     ax.set_title(f"fedls stages, optimisation stage: mean over {len(stage_rows)} seeds, 95 % t-interval", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left", ncol=3)
     fig.tight_layout()
     written.append(figures / "analysis_stages_cosine.png")
     fig.savefig(written[-1], dpi=100, metadata={"Software": None})
