@@ -169,6 +169,11 @@ class FiniteFloat(click.FloatRange):
 
     name = "float"
 
+    def _describe_range(self) -> str:
+        if self.min is None and self.max is None:
+            return "finite"  # Click would write "x<=None"
+        return super()._describe_range()
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
