@@ -140,9 +140,14 @@ class CuriousFedAvg(FedAvg):
         self._captured.add(server_round)
         failed = [m for m in replies if m.has_error()]
         # With a round timeout Flower returns only the replies that arrived in time; a client
-        # that never answered leaves no message at all, so it is found by who was addressed.
+        # that never answered leaves no message at all. Flower gives at most one reply per
+        # instruction, so the instructions without one are counted; they are named by the nodes
+        # that sent nothing (an error the SuperLink writes for a lost node carries the
+        # SuperLink's id as its source, not the node's, so names alone would count it twice).
+        addressed = self._addressed.get(server_round, [])
         answered = {m.metadata.src_node_id for m in replies}
-        silent = [node for node in self._addressed.get(server_round, []) if node not in answered]
+        unanswered = max(0, len(addressed) - len(replies))
+        silent = [node for node in addressed if node not in answered][:unanswered]
         self.missing_clients[server_round] = [
             f"node {m.metadata.src_node_id}: {short_reason(m.error.reason or '')}" for m in failed
         ] + [f"node {node}: no reply before the round timeout; raise --round-timeout" for node in silent]

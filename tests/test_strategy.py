@@ -142,3 +142,12 @@ def test_a_client_that_never_replied_is_missing_even_without_an_error_message() 
     assert strategy.missing_clients[1] == [
         "node 12: client crashed", "node 13: no reply before the round timeout; raise --round-timeout",
     ]
+
+
+def test_a_lost_node_answered_by_the_superlink_is_counted_once() -> None:
+    """Flower's SuperLink answers for a node it lost with an error whose source is the SuperLink
+    itself (node id 0 here), not the node: one missing client, not two."""
+    strategy = _strategy(SmoothingSchedule(0.0))
+    strategy._addressed = {1: [11, 12, 13]}
+    strategy.aggregate_train(1, [_reply(11, 1.0, 5, 0), _reply(13, 1.0, 5, 2), _error(0)])
+    assert strategy.missing_clients[1] == ["node 0: client crashed"]
