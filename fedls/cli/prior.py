@@ -11,7 +11,7 @@ from fedls.attacks.model.config import PriorOptions
 from fedls.cli.app import app, console, guarded, setup_logging
 from fedls.cli.attack_model import TaskBars, attack_options, metrics_table
 from fedls.cli.options import schema_option, shown_default
-from fedls.config import RunConfig
+from fedls.config import RunConfig, deep_merge
 
 Opt = typer.Option
 
@@ -47,7 +47,6 @@ def train(
     """Train the DCGAN prior, write a sample grid and its quality proxy (see docs/model_inversion.md).
 
     Data flags override --config; the split is built as the run builds it, so the prior never sees its private classes."""
-    from fedls.config import deep_merge
     from fedls.federation.observers.model_inversion import parse_model_attack
     from fedls.studies.model_inversion import train_dataset_prior
 
