@@ -19,6 +19,7 @@ Imported by the scripts next to it (``python scripts/<name>.py`` puts this folde
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -148,3 +149,10 @@ def measure_and_render(
         changed = write_block(document, *markers(script), body)
         print(f"{shown_path(document)}: {'updated' if changed else 'unchanged'}", file=sys.stderr)
     return body
+
+
+def add_block_arguments(parser: argparse.ArgumentParser, default_out: Path, document: Path) -> None:
+    """``--out``, ``--render`` and ``--write-docs``, the same for every single-block script."""
+    parser.add_argument("--out", type=Path, default=default_out, help="[default: %(default)s]")
+    parser.add_argument("--render", action="store_true", help="measure nothing: render the block from --out")
+    parser.add_argument("--write-docs", action="store_true", help=f"replace the block in {shown_path(document)}")

@@ -228,9 +228,7 @@ def main() -> None:
     parser.add_argument("--controls", action="store_true", help="also score the untrained, shuffled-label and public-data "
                                                                "targets")
     parser.add_argument("--control-seeds", default="0,1,2", help="[default: %(default)s]")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="[default: %(default)s]")
-    parser.add_argument("--render", action="store_true", help="measure nothing: render the block from --out")
-    parser.add_argument("--write-docs", action="store_true", help="replace the block in docs/model_inversion.md")
+    blocks.add_block_arguments(parser, DEFAULT_OUT, DOC)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -118,9 +118,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.5)
     parser.add_argument("--recon-steps", type=int, default=150)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="[default: %(default)s]")
-    parser.add_argument("--render", action="store_true", help="measure nothing: render the block from --out")
-    parser.add_argument("--write-docs", action="store_true", help="replace the block in docs/gradient_inversion.md")
+    blocks.add_block_arguments(parser, DEFAULT_OUT, DOC)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

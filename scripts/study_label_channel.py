@@ -220,14 +220,12 @@ def figure(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="[default: %(default)s]")
+    blocks.add_block_arguments(parser, DEFAULT_OUT, DOC)
     parser.add_argument("--figure", type=Path, default=Path("docs/img/label_channel.png"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--clients", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
-    parser.add_argument("--render", action="store_true", help="measure nothing: render the block from --out")
-    parser.add_argument("--write-docs", action="store_true", help="replace the block in docs/gradient_inversion.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
