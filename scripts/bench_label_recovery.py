@@ -56,6 +56,7 @@ from fedls.data import DataOptions, load_dataset
 from fedls.defenses.base import Defense, TrainingContext
 from fedls.metrics.gradient_leakage import SUCCESS_TOL
 from fedls.models import build_model
+from fedls.run_dir import RunDirectory
 from fedls.smoothing import label_smoothing_loss
 from fedls.stats import wilson_interval
 from fedls.threat_model import ClientRecipe
@@ -287,10 +288,11 @@ def bench_federation(seeds: list[int], clips: tuple[float, ...] = (1.0, 0.0)) ->
                 done = subprocess.run(command, capture_output=True, text=True, cwd=blocks.ROOT)
                 if done.returncode != 0:
                     raise SystemExit(f"fedls simulate failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
-                run = Path(tmp) / name
-                summary = json.loads((run / "summary.json").read_text())
-                for line in (run / "metrics.jsonl").read_text().splitlines():
-                    record = json.loads(line)
+                run = RunDirectory.open(Path(tmp) / name)
+                summary = run.summary()
+                if summary is None:
+                    raise SystemExit(f"{name}: the run wrote no readable summary.json")
+                for record in run.metrics():
                     if "leakage/gradient/probe_label_success" not in record:
                         continue
                     probes = int(record["clients/num-clients"])
