@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedls import protocol
+from fedls.federation.aggregation import WeightedMean
 from fedls.smoothing import SmoothingSchedule
 from fedls.threat_model import ClientRecipe, GroundTruth, ProbeRequest, ServerView
 
@@ -59,6 +61,13 @@ def _metrics(content: RecordDict) -> dict[str, Any]:
     return dict(record) if isinstance(record, MetricRecord) else {}
 
 
+def _arrays(content: RecordDict) -> dict[str, np.ndarray]:
+    record = content[protocol.ARRAYS]
+    if not isinstance(record, ArrayRecord):
+        raise TypeError("a client's reply has no model arrays")
+    return {name: array.numpy() for name, array in record.items()}
+
+
 def short_reason(reason: str) -> str:
     """The client's own error message out of Flower/Ray's wrapping (which repeats the traceback)."""
     marker = "Message: "
@@ -78,6 +87,11 @@ class CuriousFedAvg(FedAvg):
     ``on_updates(view, truth)`` is called with each round's :class:`ServerView` and, kept
     apart, the clients' ground truth. ``probe_selector(round, client_ids)`` — only under a
     malicious threat mode — names the clients (stable ids) asked for a probe and how.
+
+    The average is :class:`~fedls.federation.aggregation.WeightedMean` (exact, so the same in
+    any order of replies). With ``stream_updates`` (no observer needs the round's updates
+    together, no wrapper clips them), :meth:`receive` folds each update into the average as
+    the grid pulls it and drops its arrays, so the server holds one model, not one per client.
     """
 
     def __init__(
@@ -89,6 +103,7 @@ class CuriousFedAvg(FedAvg):
         on_updates: UpdatesHook | None = None,
         probe_selector: ProbeSelector | None = None,
         before_round: RoundGate | None = None,
+        stream_updates: bool = False,
         **fedavg_kwargs: Any,
     ) -> None:
         fedavg_kwargs.setdefault("train_metrics_aggr_fn", aggregate_client_metrics)
@@ -105,6 +120,11 @@ class CuriousFedAvg(FedAvg):
         self._captured: set[int] = set()
         self.sampled_clients: dict[int, int] = {}
         self._addressed: dict[int, list[int]] = {}  # node ids each round's instructions went to
+        if stream_updates and on_updates is not None:
+            raise ValueError("updates cannot be streamed while an observer needs the round's updates together")
+        self.stream_updates = stream_updates
+        self._round = 0  # the round whose instructions went out last
+        self._running: dict[int, WeightedMean] = {}  # streamed rounds: the average so far
 
     def alpha_for(self, server_round: int) -> float:
         return self.schedule.alpha_at(server_round)
@@ -126,6 +146,7 @@ class CuriousFedAvg(FedAvg):
         )
         messages = list(super().configure_train(server_round, arrays, ConfigRecord({**dict(config), **dict(instructions)}), grid))
         self._sent = {server_round: arrays}
+        self._round = server_round
         self.sampled_clients[server_round] = len(messages)
         self._addressed[server_round] = [m.metadata.dst_node_id for m in messages]
         return messages
@@ -162,10 +183,31 @@ class CuriousFedAvg(FedAvg):
             protocol.strip_private(message.content)
         return valid
 
+    def receive(self, reply: Message) -> Message:
+        """The grid's reply handler: with ``stream_updates``, fold the update into the round's
+        average now and keep only the metrics; otherwise keep the reply as it is."""
+        if not self.stream_updates or reply.has_error():
+            return reply
+        content = reply.content
+        weight = float(_metrics(content)[self.weighted_by_key])
+        self._running.setdefault(self._round, WeightedMean()).add(_arrays(content), weight)
+        protocol.strip_private(content)
+        content[protocol.ARRAYS] = ArrayRecord()  # folded; Flower's consistency check sees one (empty) record
+        return reply
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return super().aggregate_train(server_round, self.capture(server_round, replies))
+        valid, _ = self._check_and_log_replies(self.capture(server_round, replies), is_train=True)
+        mean = self._running.pop(server_round, None)
+        if not valid:
+            return None, None
+        if mean is None:  # not streamed: the replies still carry their arrays
+            mean = WeightedMean()
+            for message in valid:
+                mean.add(_arrays(message.content), float(_metrics(message.content)[self.weighted_by_key]))
+        averaged = ArrayRecord({name: Array(value) for name, value in mean.result().items()})
+        return averaged, self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
 
     def _observe(self, server_round: int, replies: list[Message]) -> None:
         updates, truth = [], {}

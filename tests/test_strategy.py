@@ -81,6 +81,32 @@ def test_replies_are_averaged_in_client_order() -> None:
     assert forward["w"].numpy().tobytes() == backward["w"].numpy().tobytes()
 
 
+def test_streamed_updates_are_folded_on_arrival_and_average_as_when_kept() -> None:
+    """With stream_updates each reply loses its arrays as it is received (the server keeps one
+    running average, not a model per client); the average is the same as from kept replies."""
+    values = [(0.1, 7), (0.7, 30), (0.3, 2), (5.0, 11)]
+    kept = _strategy(SmoothingSchedule(0.0))
+    expected, expected_metrics = kept.aggregate_train(1, [_reply(20 + i, v, n, i) for i, (v, n) in enumerate(values)])
+    streamed = _strategy(SmoothingSchedule(0.0), stream_updates=True)
+    streamed._round = 1
+    replies = [streamed.receive(_reply(20 + i, v, n, i)) for i, (v, n) in reversed(list(enumerate(values)))]
+    replies.append(streamed.receive(_error(99)))
+    for reply in replies[:-1]:
+        assert len(reply.content[protocol.ARRAYS]) == 0  # dropped once folded
+        assert set(reply.content.keys()) == {protocol.ARRAYS, protocol.METRICS}  # private parts stripped
+    arrays, metrics = streamed.aggregate_train(1, replies)
+    assert arrays is not None and expected is not None and metrics is not None and expected_metrics is not None
+    assert arrays["w"].numpy().tobytes() == expected["w"].numpy().tobytes()
+    assert np.allclose(arrays["w"].numpy(), sum(v * n for v, n in values) / sum(n for _, n in values))
+    assert dict(metrics) == dict(expected_metrics)
+    assert streamed.missing_clients[1] == ["node 99: client crashed"]
+
+
+def test_updates_are_not_streamed_past_an_observer() -> None:
+    with pytest.raises(ValueError, match="observer"):
+        _strategy(SmoothingSchedule(0.0), on_updates=lambda v, t: None, stream_updates=True)
+
+
 def test_client_error_reasons_are_shortened() -> None:
     from strategies.curious_fedavg import short_reason
 

@@ -33,6 +33,7 @@ from fedls.data import DatasetSplits
 from fedls.errors import FedlsError
 from fedls.federation.faults import Participation, ParticipationLog, ParticipationPolicy, TooFewClients, await_quorum
 from fedls.federation.observers import RoundObserver
+from fedls.federation.paced_grid import PacedGrid
 from fedls.federation.resources import Resources
 from fedls.federation.tracking import RoundTracker
 from fedls.metrics.utility import evaluate
@@ -43,6 +44,11 @@ from strategies.central_dp import CuriousCentralDP
 from strategies.curious_fedavg import ClientSetup, CuriousFedAvg, aggregate_client_metrics
 
 log = logging.getLogger(__name__)
+
+# Instructions in flight per client that trains at once: enough that a worker finds the next
+# client queued when it finishes one, few enough that Flower's runtime (which scans every
+# stored instruction for every node, every 0.1 s) stays cheap. See fedls.federation.paced_grid.
+INSTRUCTIONS_PER_WORKER = 8
 
 RoundCallback = Callable[[int, dict[str, Any]], None]
 ObserverFactory = Callable[[RunConfig, DatasetSplits, torch.device], list[RoundObserver]]
@@ -109,7 +115,8 @@ class RoundLoop:
     # 2 -------------------------------------------------------------------------------
     def observe_updates(self, view: ServerView, truth: Mapping[int, GroundTruth]) -> None:
         for observer in self.observers:
-            observer.on_client_updates(view, truth, self.tracker)
+            if observer.watches_updates:
+                observer.on_client_updates(view, truth, self.tracker)
 
     # 3 -------------------------------------------------------------------------------
     def aggregate_client_metrics(self, contents: list[RecordDict], key: str) -> MetricRecord:
@@ -216,14 +223,19 @@ class CuriousServer:
         # Rounds go on, marked degraded, while at least the policy's share of clients is there;
         # with every node up, FedAvg still samples all of them (fraction_train of the available).
         quorum = max(1, loop.policy.required(loop.policy.min_share, per_round))
+        central = config.central_dp_options()
+        watching = any(observer.watches_updates for observer in observers)
         strategy = CuriousFedAvg(
             schedule=config.schedule(),
             recipe=config.recipe(),
             setup=self.client_setup(),
             num_clients=config.clients,
-            on_updates=loop.observe_updates if observers else None,
+            on_updates=loop.observe_updates if watching else None,
             probe_selector=loop.select_probes if observers else None,
             before_round=lambda grid, r: await_quorum(grid, loop.policy, per_round, r, config.round_timeout),
+            # Updates are averaged as they arrive unless something needs a round's updates
+            # together: an attack observing them, or central DP clipping them first.
+            stream_updates=not watching and central is None,
             fraction_train=config.fraction_train,
             fraction_evaluate=0.0,
             min_train_nodes=quorum,
@@ -232,14 +244,15 @@ class CuriousServer:
         )
         loop.strategy = strategy
         runner: Strategy = strategy
-        central = config.central_dp_options()
         if central is not None:
             runner = CuriousCentralDP(strategy, central.noise_multiplier, central.clipping_norm, num_sampled_clients=per_round)
+        window = INSTRUCTIONS_PER_WORKER * max(1, self.resources.parallel_clients)
+        paced = PacedGrid(grid, window, on_reply=strategy.receive)
         tracker.start_round(0)
         status = "failed"
         try:
             result = runner.start(
-                grid=grid, initial_arrays=initial, num_rounds=config.rounds, timeout=config.round_timeout,
+                grid=paced, initial_arrays=initial, num_rounds=config.rounds, timeout=config.round_timeout,
                 train_config=None, evaluate_fn=loop.evaluate,
             )
             self.outcome.final_state = result.arrays.to_torch_state_dict() if len(result.arrays) else model.state_dict()

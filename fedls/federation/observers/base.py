@@ -33,6 +33,12 @@ class RoundLog(Protocol):
 class RoundObserver:
     """Base observer: every hook does nothing. Subclasses override what they need."""
 
+    @property
+    def watches_updates(self) -> bool:
+        """Whether this observer reads the clients' updates. The server then keeps a round's
+        updates until every observer has seen them instead of averaging each as it arrives."""
+        return type(self).on_client_updates is not RoundObserver.on_client_updates
+
     def probe_requests(self, server_round: int, client_ids: Sequence[int]) -> dict[int, ProbeRequest]:
         """Clients (stable ids) this observer wants probed this round; {} for an honest server."""
         return {}
