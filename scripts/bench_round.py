@@ -8,7 +8,7 @@ Both sides train the same clients on the same data with the same recipe and seed
   worker loads the data and the partition through ``fedls.assembly`` once, then trains its share
   of the clients every round with fedls' own ``train_local`` (same seeds, fresh model per client,
   one torch thread, as a fedls client does). The driver averages the returned models with
-  Flower's FedAvg weighting, in client order.
+  fedls' own aggregation (``fedls.federation.aggregation.WeightedMean``).
 
 So the ratio measures what the federation runtime costs on top of the same work done with the
 same parallelism, not the parallelism itself. Each side runs in a fresh child process; this
@@ -84,32 +84,20 @@ def _proc_kib(path: str, key: str) -> int:
     return 0
 
 
-def tree_memory_mib(pid: int) -> tuple[float, float]:
-    """Summed RSS and summed PSS (MiB) of ``pid`` and all its descendants.
-
-    psutil when it is installed, else Linux's /proc (``status`` and ``smaps_rollup``)."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
+def tree_memory_mib(pid: int, with_pss: bool = True) -> tuple[float, float]:
+    """Summed RSS and summed PSS (MiB) of ``pid`` and all its descendants, from Linux's /proc
+    (``statm`` for RSS; ``smaps_rollup`` for PSS, which walks every mapping and costs the
+    kernel milliseconds per torch process, so callers ask for it less often). PSS is 0.0
+    when ``with_pss`` is false."""
+    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
     rss = pss = 0
-    if psutil is not None:
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0, 0.0
-        for proc in procs:
-            try:
-                info = proc.memory_full_info()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)
-        return rss / 2**20, pss / 2**20
     for member in _tree(pid):
-        rss += _proc_kib(f"/proc/{member}/status", "VmRSS:")
-        pss += _proc_kib(f"/proc/{member}/smaps_rollup", "Pss:")
+        try:
+            rss += int(Path(f"/proc/{member}/statm").read_text().split()[1]) * page_kib
+        except (OSError, ValueError, IndexError):
+            continue
+        if with_pss:
+            pss += _proc_kib(f"/proc/{member}/smaps_rollup", "Pss:")
     return rss / 1024, pss / 1024
 
 
@@ -123,28 +111,38 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 class TreeMemorySampler:
-    """Samples a process tree in a thread until stopped: peak memory, and the CPU seconds of
-    every process seen (a measure of work that, unlike wall time, other jobs on the machine
-    barely change; a process's last 0.2 s before it exits can be missed)."""
+    """Samples a process tree in a thread until stopped: peak summed RSS (every ``interval_s``),
+    peak summed PSS (every ``pss_every``-th sample: reading it is what costs), and the CPU
+    seconds of every process seen (a measure of work that, unlike wall time, other jobs on the
+    machine barely change; a process's last interval before it exits can be missed). The
+    sampler runs in this process, outside the measured tree, and its own CPU time is reported
+    (``sampler_cpu_s``): on 2 cores it is taken from the measured side."""
 
-    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
+    def __init__(self, pid: int, interval_s: float = 0.5, pss_every: int = 4) -> None:
         self.pid = pid
         self.interval_s = interval_s
+        self.pss_every = pss_every
         self.peak_rss_mib = 0.0
         self.peak_pss_mib = 0.0
+        self.sampler_cpu_s = 0.0
         self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        started = time.thread_time()
+        sample = 0
         while not self._stop.is_set():
-            rss, pss = tree_memory_mib(self.pid)
+            with_pss = sample % self.pss_every == 0
+            rss, pss = tree_memory_mib(self.pid, with_pss)
             self.peak_rss_mib = max(self.peak_rss_mib, rss)
             self.peak_pss_mib = max(self.peak_pss_mib, pss)
             for member in _tree(self.pid):
                 used = _cpu_seconds(member)
                 if used is not None:
                     self._cpu[member] = max(used, self._cpu.get(member, 0.0))
+            sample += 1
+            self.sampler_cpu_s = time.thread_time() - started
             self._stop.wait(self.interval_s)
 
     @property
@@ -214,38 +212,33 @@ def _plain_train(
 
 
 def _chunks(n: int, parts: int) -> list[list[int]]:
-    """Contiguous, balanced shares of the client ids (client order is kept for averaging)."""
+    """Contiguous, balanced shares of the client ids."""
     bounds = np.linspace(0, n, parts + 1).round().astype(int)
     return [list(range(bounds[i], bounds[i + 1])) for i in range(parts) if bounds[i] < bounds[i + 1]]
 
 
-def _fedavg_in_order(results: Iterator[list[tuple[int, dict[str, np.ndarray]]]], total: int) -> dict[str, np.ndarray]:
-    """Flower's FedAvg weighting (num-examples / total, float32 in-place sums), client order."""
-    aggregated: dict[str, np.ndarray] = {}
+def _fedavg(results: Iterator[list[tuple[int, dict[str, np.ndarray]]]]) -> dict[str, np.ndarray]:
+    """The server's average, by the same code: fedls' exact sample-weighted mean."""
+    from fedls.federation.aggregation import WeightedMean
+
+    mean = WeightedMean()
     for share in results:
         for num_samples, state in share:
-            weight = num_samples / total
-            for key, value in state.items():
-                if key not in aggregated:
-                    aggregated[key] = value * weight
-                else:
-                    aggregated[key] += value * weight
-    return aggregated
+            mean.add(state, num_samples)
+    return mean.result()
 
 
 def run_plain(config_toml: str, workers: int) -> dict[str, Any]:
     import multiprocessing
     import tomllib
 
-    from fedls.assembly import build_global_model, client_partition, load_splits
+    from fedls.assembly import build_global_model, load_splits
     from fedls.config import RunConfig
     from fedls.training.seeding import derive_seed, seed_everything
 
     started = time.perf_counter()
     config = RunConfig.from_dict(tomllib.loads(config_toml), "bench config")
     splits = load_splits(config)
-    shards = client_partition(config, splits)
-    total = int(sum(len(s) for s in shards))
     seed_everything(derive_seed(config.seed, 0, 10**6))  # the server's initial model, as fedls draws it
     global_state = {k: v.detach().numpy().copy() for k, v in build_global_model(config, splits).state_dict().items()}
     shares = _chunks(config.clients, workers)
@@ -256,7 +249,7 @@ def run_plain(config_toml: str, workers: int) -> dict[str, Any]:
         for server_round in range(1, config.rounds + 1):
             round_started = time.perf_counter()
             futures = [pool.submit(_plain_train, server_round, global_state, share) for share in shares]
-            global_state = _fedavg_in_order((f.result() for f in futures), total)
+            global_state = _fedavg(f.result() for f in futures)
             rounds.append(time.perf_counter() - round_started)
     return {"total_s": time.perf_counter() - started, "rounds_s": rounds, "final_state": global_state}
 
@@ -280,6 +273,9 @@ def run_fedls(config_toml: str) -> dict[str, Any]:
     started = time.perf_counter()
     result = simulate(config)
     total = time.perf_counter() - started
+    # metrics.jsonl is last written when the last round ends: what follows is the teardown
+    # (Flower's runtime and Ray shut down, summary and model written, Ray's folder removed)
+    teardown = time.time() - (result.run.path / "metrics.jsonl").stat().st_mtime
     records = result.run.metrics()
     state = torch.load(result.run.path / "model.pt", weights_only=True)
 
@@ -293,6 +289,8 @@ def run_fedls(config_toml: str) -> dict[str, Any]:
         "attack_gradient_s": series("time/attack_gradient_s"),
         "attack_model_s": series("time/attack_model_s"),
         "parallel_clients": result.summary["parallel_clients"],
+        "ray_start_s": result.summary.get("timing", {}).get("ray_start_s"),
+        "teardown_s": teardown,
         "final_accuracy": result.summary["final"].get("global/accuracy"),
         "final_state": {k: v.numpy() for k, v in state.items()},
     }
@@ -360,6 +358,8 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, Any]:
         "startup_overhead_s": round(fed["total_s"] - args.rounds * steady_round_with_eval, 2),
         "fedls_total_s": round(fed["total_s"], 2),
         "fedls_first_round_s": round(rounds[0], 3),
+        "fedls_ray_start_s": fed["ray_start_s"],  # ray.init inside simulate()
+        "fedls_teardown_s": round(fed["teardown_s"], 2),  # from the last round's end to simulate()'s return
         "fedls_rounds_s": [round(r, 3) for r in rounds],
         "fedls_initial_eval_s": round(fed["evals_s"][0], 3),
         "plain_total_s": round(plain["total_s"], 2),
@@ -371,6 +371,7 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, Any]:
         "plain_peak_pss_mib": round(plain_mem.peak_pss_mib),
         "fedls_cpu_s": round(fed_mem.cpu_s, 1),  # CPU seconds of the whole tree, whole run
         "plain_cpu_s": round(plain_mem.cpu_s, 1),
+        "sampler_cpu_s": [round(fed_mem.sampler_cpu_s, 1), round(plain_mem.sampler_cpu_s, 1)],  # fedls, plain
         "attack_gradient_s": _mean_or_none(grad),
         "attack_model_s": _mean_or_none(fed["attack_model_s"]),
         "attack_gradient_rounds_s": [round(v, 3) for v in grad],
@@ -380,6 +381,129 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, Any]:
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in load_after],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The table in BENCHMARKS.md, rendered from a result file alone
+# ---------------------------------------------------------------------------------------------
+DOCUMENT_NAME = "BENCHMARKS.md"
+AFTER_PREFIX = "after"  # result files whose rows the targets block is judged on (after-digits.json, ...)
+TARGETS_KEY = "targets"
+
+
+def _pair(row: dict[str, Any], key: str) -> str:
+    return f"{row['fedls_' + key]:,} / {row['plain_' + key]:,}"
+
+
+def _ray(row: dict[str, Any]) -> str:
+    if row.get("fedls_ray_start_s") is None:  # rows measured before the split was recorded
+        return "—"
+    return f"{row['fedls_ray_start_s']:.1f} / {row['fedls_teardown_s']:.1f}"
+
+
+def render_rows(rows: list[dict[str, Any]], results: Path) -> str:
+    """One Markdown table of a result file's rows and the stamp of the code that measured them."""
+    import _docblocks as blocks
+
+    header = (
+        "| clients | dataset, rounds × local epochs | fedls round (s) | plain round (s) | **ratio** "
+        "| start-up overhead (s) | plain start-up (s) | of which Ray start / stop (s) | fedls first round (s) "
+        "| peak PSS fedls / plain (MiB) "
+        "| peak RSS fedls / plain (MiB) | CPU-s fedls / plain | load avg 1 min |\n"
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+    )
+    lines = [header]
+    for row in rows:
+        lines.append(
+            f"| {row['clients']:,} | {row['dataset']}, {row['rounds']} × {row['local_epochs']} "
+            f"| {row['fedls_round_s']:.2f} | {row['plain_round_s']:.2f} | **{row['ratio_same_parallelism']:.2f}** "
+            f"| {row['startup_overhead_s']:.1f} | {row['plain_startup_overhead_s']:.1f} | {_ray(row)} "
+            f"| {row['fedls_first_round_s']:.1f} "
+            f"| {_pair(row, 'peak_pss_mib')} | {_pair(row, 'peak_rss_mib')} "
+            f"| {row['fedls_cpu_s']:.0f} / {row['plain_cpu_s']:.0f} "
+            f"| {row['loadavg_before'][0]:.1f} → {row['loadavg_after'][0]:.1f} |"
+        )
+    meta = rows[0]["meta"]
+    same = all(row["final_model_max_abs_diff"] == 0.0 for row in rows)
+    lines += [
+        "",
+        ("Both sides ended with the identical global model in every row." if same else
+         "**The two sides' final models differ** (`final_model_max_abs_diff`): the comparison is not of the same work."),
+        "",
+        f"<sub>Measured with fedls {meta['fedls_version']} at commit `{meta['git_commit']}`: `{meta['command']}` "
+        f"(nice {meta['nice']}, {meta['cpus']} CPUs). Raw rows: `{blocks.shown_path(results)}`; re-render: "
+        f"`.venv/bin/python scripts/bench_round.py --render {blocks.shown_path(results)} --write-docs`.</sub>",
+    ]
+    return "\n".join(lines)
+
+
+# Issue 12's targets on the 2-core CPU machine
+RATIO_LIMIT = 1.2  # fedls steady round / plain steady round, at 10 and 100 clients
+STARTUP_LIMIT_S = 6.0
+SCALE_CLIENTS = 1000
+MEMORY_LIMIT_MIB = 2.5 * 1024  # process-tree peak at 1,000 clients (PSS: shared pages counted once)
+
+
+def render_targets(rows: list[dict[str, Any]], files: list[Path]) -> str:
+    """The targets, each against the rows that measure it (every row of ``files``)."""
+    import _docblocks as blocks
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    lines = ["| target | limit | measured | |", "|---|---|---|---|"]
+    for clients in (10, 100):
+        ratios = [r["ratio_same_parallelism"] for r in rows if r["clients"] == clients and r["dataset"] == "digits"]
+        if ratios:
+            shown = ", ".join(f"{v:.2f}" for v in ratios)
+            lines.append(f"| same-parallelism ratio, {clients} clients (digits) | ≤ {RATIO_LIMIT} | {shown} "
+                         f"| {verdict(max(ratios) <= RATIO_LIMIT)} |")
+    startups = [(r["clients"], r["dataset"], r["startup_overhead_s"], r["plain_startup_overhead_s"]) for r in rows]
+    if startups:
+        shown = "; ".join(f"{c:,} {d}: {s:.1f} (plain {p:.1f})" for c, d, s, p in startups)
+        lines.append(f"| start-up overhead (s) | ≤ {STARTUP_LIMIT_S:g} | {shown} "
+                     f"| {verdict(max(s for _, _, s, _ in startups) <= STARTUP_LIMIT_S)} |")
+    scale = [r for r in rows if r["clients"] == SCALE_CLIENTS]
+    for row in scale:
+        lines.append(f"| {SCALE_CLIENTS:,} clients, {row['rounds']} rounds × {row['local_epochs']} epoch: peak memory "
+                     f"(PSS; summed RSS beside) | ≤ {MEMORY_LIMIT_MIB:,.0f} MiB | {row['fedls_peak_pss_mib']:,} MiB "
+                     f"(RSS {row['fedls_peak_rss_mib']:,}) | {verdict(row['fedls_peak_pss_mib'] <= MEMORY_LIMIT_MIB)} |")
+        smaller = [r for r in rows if r["dataset"] == row["dataset"] and r["clients"] < SCALE_CLIENTS]
+        if smaller:
+            low = min(smaller, key=lambda r: r["clients"])
+            growth = row["fedls_peak_pss_mib"] - low["fedls_peak_pss_mib"]
+            lines.append(f"| memory flat in the number of clients: PSS growth {low['clients']:,} → {SCALE_CLIENTS:,} "
+                         f"clients | ≈ 0 | {growth:+,} MiB ({low['fedls_peak_pss_mib']:,} → {row['fedls_peak_pss_mib']:,}) "
+                         f"| {verdict(growth <= 0.05 * low['fedls_peak_pss_mib'])} (limit used: 5 %) |")
+    sources = ", ".join(f"`{blocks.shown_path(f)}`" for f in files)
+    lines += ["", f"<sub>Rendered from {sources}; re-render with this script's `--render ... --write-docs`.</sub>"]
+    return "\n".join(lines)
+
+
+def render(files: list[Path], write_docs: bool) -> None:
+    """Print (and with ``write_docs`` put into BENCHMARKS.md) the block of each result file, keyed
+    by its name (``<!-- BEGIN generated by scripts/bench_round.py NAME -->``), and the block of
+    the targets judged on the rows of the files named ``after*`` (key ``targets``)."""
+    import _docblocks as blocks
+
+    bodies: dict[str, str] = {}
+    after: list[dict[str, Any]] = []
+    for path in files:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not rows or "meta" not in rows[0]:
+            raise SystemExit(f"{path}: no rows with their provenance; measure again with this script's --out")
+        bodies[path.stem] = render_rows(rows, path)
+        if path.stem.startswith(AFTER_PREFIX):
+            after.extend(rows)
+    after_files = [p for p in files if p.stem.startswith(AFTER_PREFIX)]
+    if after:
+        bodies[TARGETS_KEY] = render_targets(after, after_files)
+    for key, body in bodies.items():
+        print(body)  # noqa: T201 - a script's output
+        if write_docs:
+            document = blocks.ROOT / DOCUMENT_NAME
+            changed = blocks.write_block(document, *blocks.markers("bench_round.py", key), body)
+            print(f"{DOCUMENT_NAME} [{key}]: {'updated' if changed else 'unchanged'}", file=sys.stderr)  # noqa: T201
 
 
 def main() -> None:
@@ -395,6 +519,10 @@ def main() -> None:
     parser.add_argument("--attacks", default="none", choices=["none", "gradient", "model", "all"],
                         help="attacks the fedls server runs; their time per round is reported")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as a JSON list here")
+    parser.add_argument("--render", type=Path, nargs="+", metavar="FILE",
+                        help="measure nothing: print the table of each result file (see --write-docs)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help=f"with --render: replace each file's block (keyed by the file name) in {DOCUMENT_NAME}")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--child-config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-workers", type=int, default=1, help=argparse.SUPPRESS)
@@ -403,11 +531,17 @@ def main() -> None:
     if args.child:
         _child(args.child, args.child_config.read_text(), args.child_workers, args.child_out)
         return
+    if args.render:
+        render(args.render, args.write_docs)
+        return
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the first round is not a steady round)")
+    import _docblocks as blocks
+
+    meta = blocks.run_meta("bench_round.py", sys.argv[1:])
     rows = []
     for clients in args.clients:
-        row = measure(clients, args)
+        row = {**measure(clients, args), "meta": meta}
         rows.append(row)
         print(json.dumps(row), flush=True)  # noqa: T201 - a script's output
         if args.out:  # after every row: a long run that dies keeps what it measured

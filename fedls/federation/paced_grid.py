@@ -33,7 +33,7 @@ ReplyHandler = Callable[[Message], Message]
 class PacedGrid(Grid):
     """Delegates to ``grid``; only :meth:`send_and_receive` differs (see the module doc)."""
 
-    def __init__(self, grid: Grid, window: int, on_reply: ReplyHandler | None = None, poll_s: float = 0.02) -> None:
+    def __init__(self, grid: Grid, window: int, on_reply: ReplyHandler | None = None, poll_s: float = 0.1) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self._grid = grid

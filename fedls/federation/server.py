@@ -45,10 +45,12 @@ from strategies.curious_fedavg import ClientSetup, CuriousFedAvg, aggregate_clie
 
 log = logging.getLogger(__name__)
 
-# Instructions in flight per client that trains at once: enough that a worker finds the next
-# client queued when it finishes one, few enough that Flower's runtime (which scans every
-# stored instruction for every node, every 0.1 s) stays cheap. See fedls.federation.paced_grid.
-INSTRUCTIONS_PER_WORKER = 8
+# Instructions in flight per client that trains at once: one training, one queued, so that a
+# worker finds its next client when it finishes one. Every stored instruction costs Flower's
+# runtime a check per node every 0.1 s (see fedls.federation.paced_grid), so more in flight
+# made rounds slower, not faster (scripts/bench_round.py, 100 clients: 2 per worker gave
+# shorter rounds than 4 or 8).
+INSTRUCTIONS_PER_WORKER = 2
 
 RoundCallback = Callable[[int, dict[str, Any]], None]
 ObserverFactory = Callable[[RunConfig, DatasetSplits, torch.device], list[RoundObserver]]

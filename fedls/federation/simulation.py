@@ -155,7 +155,9 @@ def simulate(
         try:
             _share_data_with_workers(config, resources, Path(ray_tmp) / "client-data")
             backend_config = resources.backend_config()
+            ray_started = time.perf_counter()
             start_ray(resources, backend_config)
+            end.timing["ray_start_s"] = round(time.perf_counter() - ray_started, 2)
             signals.install()  # ray.init put its own SIGTERM handler in place
             if server.stop_requested.is_set():
                 raise RunInterrupted("stopped before the first round")
@@ -232,6 +234,7 @@ class RunEnd:
         self.started = time.perf_counter()
         self.code = provenance()  # the code that runs is the code loaded now
         self.summary: dict[str, Any] = {}
+        self.timing: dict[str, float] = {}  # start-up costs worth seeing in summary.json (seconds)
         self._summary_final = False  # finish() has written the summary of how the run ended
         self._ended = False
         self._previous_env = {key: os.environ.get(key) for key in ("RAY_TMPDIR", SHARED_DATA_ENV, "PYTHONPATH")}
@@ -291,7 +294,8 @@ class RunEnd:
 
     def _write_summary(self, status: str) -> FedlsError | None:
         seconds = time.perf_counter() - self.started
-        self.summary = summarise(self.config, self.server, status, seconds, self.resources, self.code)
+        summary = summarise(self.config, self.server, status, seconds, self.resources, self.code)
+        self.summary = {**summary, "timing": dict(self.timing)}
         try:
             self.server.run.write_summary(self.summary)
         except FedlsError as exc:
