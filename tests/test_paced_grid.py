@@ -85,3 +85,13 @@ def test_the_deadline_ends_the_round_and_unsent_instructions_stay_unsent() -> No
 def test_the_window_must_hold_one_instruction() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         PacedGrid(FakeGrid(), window=0)  # type: ignore[arg-type]
+
+
+def test_without_a_window_a_round_goes_out_at_once_and_replies_are_still_handed_over() -> None:
+    """A deployed federation: every SuperNode trains at once, so nothing is held back."""
+    fake = FakeGrid(delay=2)
+    seen: list[int] = []
+    grid = PacedGrid(fake, window=None, on_reply=lambda r: seen.append(r.metadata.src_node_id) or r, poll_s=0.0)  # type: ignore[arg-type]
+    replies = list(grid.send_and_receive(_instructions(7), timeout=10))
+    assert fake.max_in_flight == 7
+    assert sorted(seen) == sorted(r.metadata.src_node_id for r in replies) == [100 + i for i in range(7)]

@@ -9,8 +9,10 @@ cycle); the actors then wait for work.
 
 :class:`PacedGrid` wraps any Grid and sends a round's instructions a window at a time: it
 pushes up to ``window`` of them, pulls the replies that have arrived, and refills, so the
-runtime never stores more than ``window`` instructions. The window is a few times the number
-of clients that train at once, enough to keep every worker fed. Each reply is handed to
+runtime never stores more than ``window`` instructions. The simulation uses twice the number
+of clients that train at once (one training and one queued per worker). With no window (a deployed
+federation, where every SuperNode trains at once and the runtime's loop does not exist) a round
+goes out at once, as with Flower's own grid. Each reply is handed to
 ``on_reply`` as soon as it is pulled, which lets the strategy fold the update into a running
 average and drop it (flat memory in the number of clients). The round's deadline is the same
 as Flower's: one timeout for the whole round; instructions not yet sent when it passes are
@@ -33,8 +35,10 @@ ReplyHandler = Callable[[Message], Message]
 class PacedGrid(Grid):
     """Delegates to ``grid``; only :meth:`send_and_receive` differs (see the module doc)."""
 
-    def __init__(self, grid: Grid, window: int, on_reply: ReplyHandler | None = None, poll_s: float = 0.1) -> None:
-        if window < 1:
+    def __init__(
+        self, grid: Grid, window: int | None, on_reply: ReplyHandler | None = None, poll_s: float = 0.1
+    ) -> None:
+        if window is not None and window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self._grid = grid
         self.window = window
@@ -78,8 +82,9 @@ class PacedGrid(Grid):
                 for reply in self._grid.pull_messages(in_flight):
                     in_flight.discard(reply.metadata.reply_to_message_id)
                     replies.append(self.on_reply(reply) if self.on_reply is not None else reply)
-            if waiting and len(in_flight) < self.window:
-                batch = [waiting.pop() for _ in range(min(self.window - len(in_flight), len(waiting)))]
+            room = len(waiting) if self.window is None else self.window - len(in_flight)
+            if waiting and room > 0:
+                batch = [waiting.pop() for _ in range(min(room, len(waiting)))]
                 in_flight.update(self._grid.push_messages(batch))
             if not in_flight and not waiting:
                 return replies

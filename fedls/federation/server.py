@@ -45,13 +45,6 @@ from strategies.curious_fedavg import ClientSetup, CuriousFedAvg, aggregate_clie
 
 log = logging.getLogger(__name__)
 
-# Instructions in flight per client that trains at once: one training, one queued, so that a
-# worker finds its next client when it finishes one. Every stored instruction costs Flower's
-# runtime a check per node every 0.1 s (see fedls.federation.paced_grid), so more in flight
-# made rounds slower, not faster (scripts/bench_round.py, 100 clients: 2 per worker gave
-# shorter rounds than 4 or 8).
-INSTRUCTIONS_PER_WORKER = 2
-
 RoundCallback = Callable[[int, dict[str, Any]], None]
 ObserverFactory = Callable[[RunConfig, DatasetSplits, torch.device], list[RoundObserver]]
 
@@ -199,9 +192,13 @@ class CuriousServer:
         resources: Resources,
         observer_factory: ObserverFactory | None = None,
         on_round: RoundCallback | None = None,
+        dispatch_window: int | None = None,
     ) -> None:
+        """``dispatch_window``: most instructions in flight at once (see
+        :class:`~fedls.federation.paced_grid.PacedGrid`); None sends a round's all at once."""
         self.config = config
         self.run = run
+        self.dispatch_window = dispatch_window
         self.resources = resources
         self.observer_factory = observer_factory
         self.on_round = on_round
@@ -248,8 +245,7 @@ class CuriousServer:
         runner: Strategy = strategy
         if central is not None:
             runner = CuriousCentralDP(strategy, central.noise_multiplier, central.clipping_norm, num_sampled_clients=per_round)
-        window = INSTRUCTIONS_PER_WORKER * max(1, self.resources.parallel_clients)
-        paced = PacedGrid(grid, window, on_reply=strategy.receive)
+        paced = PacedGrid(grid, self.dispatch_window, on_reply=strategy.receive)
         tracker.start_round(0)
         status = "failed"
         try:

@@ -38,6 +38,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Instructions in flight per client that trains at once: one training, one queued, so that a
+# worker finds its next client when it finishes one. Every stored instruction costs Flower's
+# runtime a check per node every 0.1 s (see fedls.federation.paced_grid), so more in flight
+# made rounds slower, not faster (scripts/bench_round.py, 100 clients: 2 per worker gave
+# shorter rounds than 4 or 8).
+INSTRUCTIONS_PER_WORKER = 2
+
 
 @dataclass(frozen=True)
 class PreparedRun:
@@ -144,7 +151,8 @@ def simulate(
         warm_caches(config, load_splits(config), torch.device(resources.device), progress)
     run = RunDirectory.create(config)
     last_model = LastFinishedModel(on_round)
-    server = CuriousServer(config, run, resources, observer_factory, last_model)
+    window = INSTRUCTIONS_PER_WORKER * resources.parallel_clients
+    server = CuriousServer(config, run, resources, observer_factory, last_model, dispatch_window=window)
     last_model.outcome = server.outcome
     quiet_flower(verbose)
     ray_tmp = tempfile.mkdtemp(prefix="fedls-ray-")  # short path: Ray's socket paths are length-limited
