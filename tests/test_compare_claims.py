@@ -48,3 +48,33 @@ def test_claims_file_is_checked_by_the_schema(tmp_path: Path) -> None:
     path.write_text('[[claim]]\nsetting = "a"\nmetric = "attack_acc1"\ndirection = "down"\nsource = "X"\n')
     with pytest.raises(ConfigError, match="direction"):
         read_claims(path)
+
+
+def test_the_verdict_matrix_judges_every_claim_in_every_study_as_its_own_claims_table_does() -> None:
+    """docs/results: one column per study; each cell carries the verdict the study's own claims block gives."""
+    from fedls.compare.claims import claims_markdown, claims_matrix
+    from fedls.compare.results import load_results
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    names = ["digits-default-recipe", "fashion-mnist-default-recipe"]
+    studies = {name: load_results(results / name) for name in names}
+    claims = read_claims(results / "claims.toml")
+    matrix = claims_matrix(studies, claims)
+    header, _, *rows = [line for line in matrix.splitlines() if line.startswith("|")]
+    assert header.split("|")[3:5] == [" `digits-default-recipe` ", " `fashion-mnist-default-recipe` "]
+    assert len(rows) == len(claims)
+    for name, column in zip(names, (3, 4), strict=True):
+        single = [line for line in claims_markdown(studies[name], claims).splitlines() if line.startswith("| ") and "**" in line]
+        for row, own in zip(rows, single, strict=True):
+            verdict = own.rsplit("**", 2)[1]
+            assert row.split("|")[column].strip().startswith(f"**{verdict}**"), (name, row)
+
+
+def test_a_claim_that_no_study_can_judge_is_left_out() -> None:
+    from fedls.compare.claims import Claim, claims_matrix
+    from fedls.compare.results import load_results
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    study = load_results(results / "digits-default-recipe")
+    claim = Claim(setting="no-such-setting", metric="attack_acc1", direction="lower", source="nobody 2020")
+    assert claims_matrix({"digits": study}, [claim]).startswith("No claim")

@@ -32,6 +32,7 @@ from fedls.stats import SIGNIFICANCE
 
 UTILITY = "test_acc"
 METRICS = tuple(c.key for c in COLUMNS)
+LABELS = {c.key: c.label for c in COLUMNS}
 
 
 class Claim(Options):
@@ -111,5 +112,35 @@ def claims_markdown(stats: ComparisonStats, claims: list[Claim]) -> str:
         f"(p < {SIGNIFICANCE:g}): *holds* = significant in the claimed direction, *contradicted* = significant "
         "in the other, *not shown* = inside the noise. The pooled test counts every attack image as independent "
         "and is shown for reference only.\n"
+    )
+    return header + "\n".join(rows) + "\n" + legend
+
+
+def claims_matrix(studies: dict[str, ComparisonStats], claims: list[Claim]) -> str:
+    """Every claim against every study at once: the verdict, the measured change and the utility
+    change in one cell per study ("–" where the study lacks the setting)."""
+    names = list(studies)
+    rows = []
+    for claim in claims:
+        cells = []
+        for name in names:
+            stats = studies[name]
+            if claim.setting not in {row.info.name for row in stats.rows} or claim.setting == stats.baseline:
+                cells.append("–")
+                continue
+            row = stats.row(claim.setting)
+            metric, utility = row.metrics[claim.metric], row.metrics[UTILITY]
+            cells.append(f"**{judge(metric, claim.direction)}**: {_change(metric)}; test acc {_change(utility)}")
+        if any(cell != "–" for cell in cells):
+            rows.append(f"| {claim.source} | {claim.setting}: {LABELS[claim.metric]} {claim.direction} | "
+                        + " | ".join(cells) + " |")
+    if not rows:
+        return "No claim in the claims file is about a setting of these comparisons.\n"
+    header = "| Claim | Claimed change | " + " | ".join(f"`{n}`" for n in names) + " |\n"
+    header += "|---|---|" + "---|" * len(names) + "\n"
+    legend = (
+        "\nEach cell: the verdict of the paired t-test over seeds against the study's baseline "
+        f"(p < {SIGNIFICANCE:g}), the measured change [95 % CI] in percentage points, and the change of test "
+        "accuracy [95 % CI] it came with. Each study's own section gives its seeds, p-values and pooled tests.\n"
     )
     return header + "\n".join(rows) + "\n" + legend

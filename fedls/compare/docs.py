@@ -14,6 +14,8 @@ below the results folder, ``<kind>`` one of
 * ``plot`` — the utility–privacy plot, written to ``<image dir>/<comparison>.png`` and linked,
 * ``claims`` — the directions listed in ``<results>/claims.toml`` (published claims, see
   :mod:`fedls.compare.claims`) judged against this comparison's paired tests,
+* ``verdicts`` — the same claims against several comparisons at once, one column each; the
+  name joins the comparisons with ``+`` (``digits-a+fashion-b/verdicts``),
 * ``report`` — for a single run directory (e.g. the README's main job) instead of a comparison:
   ``fedls report``'s utility and leakage table against the baselines.
 
@@ -31,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedls.compare.claims import claims_markdown, read_claims
+from fedls.compare.claims import Claim, claims_markdown, claims_matrix, read_claims
 from fedls.compare.plot import utility_privacy_plot
 from fedls.compare.results import ComparisonStats, load_results
 from fedls.compare.runner import stamp
@@ -41,8 +43,9 @@ from fedls.outputs import write_atomic
 from fedls.studies.reports import read_run_files, report_markdown, report_run
 
 log = logging.getLogger(__name__)
-KINDS = ("table", "tests", "plot", "claims", "report")
+KINDS = ("table", "tests", "plot", "claims", "verdicts", "report")
 CLAIMS_FILE = "claims.toml"
+STUDY_JOIN = "+"  # joins the comparisons of a ``verdicts`` block
 _NAME = r"[A-Za-z0-9._+-]+/[a-z]+"
 BLOCK = re.compile(rf"<!-- generated:(?P<name>{_NAME}) -->\n(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
 OPENING = re.compile(rf"<!-- generated:({_NAME}) -->")
@@ -83,8 +86,11 @@ class Generator:
         self._stats: dict[str, ComparisonStats] = {}
 
     def available(self, comparison: str) -> bool:
-        folder = self.results / comparison
-        return (folder / "comparison.json").is_file() or (folder / "summary.json").is_file()
+        """Whether the results hold ``comparison`` (every one of them, for ``a+b``)."""
+        return all(
+            (self.results / name / "comparison.json").is_file() or (self.results / name / "summary.json").is_file()
+            for name in comparison.split(STUDY_JOIN)
+        )
 
     def run_report(self, name: str) -> str:
         """A single run's report, stamped with the code that made it and how it was run."""
@@ -103,6 +109,18 @@ class Generator:
             self._stats[comparison] = load_results(self.results / comparison)
         return self._stats[comparison]
 
+    def claims(self, document: Path, name: str) -> list[Claim]:
+        path = self.results / CLAIMS_FILE
+        if not path.is_file():
+            raise ConfigError(f"{document}: block {name} needs {path}; write the claims there (see fedls.compare.claims)")
+        return read_claims(path)
+
+    def verdicts(self, comparisons: list[str], document: Path, name: str) -> str:
+        body = claims_matrix({c: self.stats(c) for c in comparisons}, self.claims(document, name))
+        sources = ", ".join(f"`{c}/`" for c in comparisons)
+        stamp = f"<sub>Judged from {sources} (their runs are stamped under their own tables). Regenerate: `{self.command}`.</sub>"
+        return f"{body}\n{stamp}\n"
+
     def stamp(self, comparison: str) -> str:
         return f"<sub>{stamp(self.stats(comparison))} Regenerate: `{self.command}` (from `{comparison}/`).</sub>"
 
@@ -110,6 +128,8 @@ class Generator:
         comparison, kind = _split(name, document)
         if kind == "report":
             return self.run_report(comparison)
+        if kind == "verdicts":
+            return self.verdicts(comparison.split(STUDY_JOIN), document, name)
         stats = self.stats(comparison)
         table = ResultTable(stats)
         if kind == "table":
@@ -117,10 +137,7 @@ class Generator:
         elif kind == "tests":
             body = table.tests_markdown()
         elif kind == "claims":
-            claims = self.results / CLAIMS_FILE
-            if not claims.is_file():
-                raise ConfigError(f"{document}: block {name} needs {claims}; write the claims there (see fedls.compare.claims)")
-            body = claims_markdown(stats, read_claims(claims))
+            body = claims_markdown(stats, self.claims(document, name))
         else:
             image = self.image_dir / f"{comparison}.png"
             if self.write_images:
