@@ -22,6 +22,7 @@ class FakeGrid:
         self.stored: dict[str, tuple[Message, int]] = {}
         self.pushed: list[int] = []
         self.max_in_flight = 0
+        self.rounds = 0  # calls of this grid's own send_and_receive
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         ids = []
@@ -32,6 +33,17 @@ class FakeGrid:
             ids.append(message_id)
         self.max_in_flight = max(self.max_in_flight, len(self.stored))
         return ids
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        """Flower's way: everything at once, then pull until all replied."""
+        self.rounds += 1
+        pending = set(self.push_messages(messages))
+        replies: list[Message] = []
+        while pending:
+            pulled = self.pull_messages(pending)
+            replies.extend(pulled)
+            pending -= {r.metadata.reply_to_message_id for r in pulled}
+        return replies
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         replies = []
@@ -87,11 +99,11 @@ def test_the_window_must_hold_one_instruction() -> None:
         PacedGrid(FakeGrid(), window=0)  # type: ignore[arg-type]
 
 
-def test_without_a_window_a_round_goes_out_at_once_and_replies_are_still_handed_over() -> None:
-    """A deployed federation: every SuperNode trains at once, so nothing is held back."""
+def test_without_a_window_the_wrapped_grid_runs_the_round_and_replies_are_still_handed_over() -> None:
+    """A deployed federation: the SuperLink's grid runs the round as Flower has it."""
     fake = FakeGrid(delay=2)
     seen: list[int] = []
-    grid = PacedGrid(fake, window=None, on_reply=lambda r: seen.append(r.metadata.src_node_id) or r, poll_s=0.0)  # type: ignore[arg-type]
+    grid = PacedGrid(fake, window=None, on_reply=lambda r: seen.append(r.metadata.src_node_id) or r)  # type: ignore[arg-type]
     replies = list(grid.send_and_receive(_instructions(7), timeout=10))
-    assert fake.max_in_flight == 7
+    assert fake.rounds == 1 and fake.max_in_flight == 7
     assert sorted(seen) == sorted(r.metadata.src_node_id for r in replies) == [100 + i for i in range(7)]
