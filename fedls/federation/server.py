@@ -194,8 +194,9 @@ class CuriousServer:
         on_round: RoundCallback | None = None,
         dispatch_window: int | None = None,
     ) -> None:
-        """``dispatch_window``: most instructions in flight at once (see
-        :class:`~fedls.federation.paced_grid.PacedGrid`); None sends a round's all at once."""
+        """``dispatch_window``: most instructions in flight at once in the simulation (see
+        :class:`~fedls.federation.paced_grid.PacedGrid`); None leaves every round to Flower's
+        grid (a deployed federation)."""
         self.config = config
         self.run = run
         self.dispatch_window = dispatch_window
