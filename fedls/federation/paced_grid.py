@@ -50,6 +50,9 @@ class PacedGrid(Grid):
         self.on_reply = on_reply
         self.poll_s = poll_s
 
+    def _handle(self, reply: Message) -> Message:
+        return self.on_reply(reply) if self.on_reply is not None else reply
+
     # plain delegation ---------------------------------------------------------------
     def set_run(self, run: Run) -> None:
         self._grid.set_run(run)
@@ -80,8 +83,7 @@ class PacedGrid(Grid):
         if self.window is None:
             # The wrapped grid's own round (a deployed SuperLink paces its own pulls, every 3 s
             # in Flower's HTTP grid); the replies are handed over when it returns.
-            returned = self._grid.send_and_receive(messages, timeout=timeout)
-            return [self.on_reply(reply) for reply in returned] if self.on_reply is not None else list(returned)
+            return [self._handle(reply) for reply in self._grid.send_and_receive(messages, timeout=timeout)]
         waiting = list(messages)
         waiting.reverse()  # pop() from the end sends them in the caller's order
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -91,7 +93,7 @@ class PacedGrid(Grid):
             if in_flight:
                 for reply in self._grid.pull_messages(in_flight):
                     in_flight.discard(reply.metadata.reply_to_message_id)
-                    replies.append(self.on_reply(reply) if self.on_reply is not None else reply)
+                    replies.append(self._handle(reply))
             if waiting and len(in_flight) < self.window:
                 batch = [waiting.pop() for _ in range(min(self.window - len(in_flight), len(waiting)))]
                 in_flight.update(self._grid.push_messages(batch))
