@@ -47,6 +47,18 @@ PROBE_MODE_NAMES: dict[str, ProbeMode] = {"fedsgd": "fedsgd", "fedavg": "fedavg"
 STRIPPED = (GRADIENT, TRUTH_ARRAYS, TRUTH_SCALARS, REPLY_RECIPE)  # never part of the FedAvg payload
 
 
+def encode_roll_call_answer(client_id: int) -> RecordDict:
+    """A node's answer to the server's roll call: which stable client (partition) it is."""
+    return RecordDict({METRICS: MetricRecord({CLIENT_ID: int(client_id)})})
+
+
+def decode_roll_call_answer(content: RecordDict) -> int | None:
+    """The stable client id in a roll-call answer, or None if the answer carries none."""
+    record = content.get(METRICS)
+    value = record.get(CLIENT_ID) if isinstance(record, MetricRecord) else None
+    return int(value) if isinstance(value, int) else None
+
+
 @dataclass(frozen=True)
 class RoundInstructions:
     """What one client reads from the round's config record."""

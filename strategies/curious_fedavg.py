@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -92,6 +92,12 @@ class CuriousFedAvg(FedAvg):
     any order of replies). With ``stream_updates`` (no observer needs the round's updates
     together, no wrapper clips them), :meth:`receive` folds each update into the average as
     the grid pulls it and drops its arrays, so the server holds one model, not one per client.
+
+    With ``fraction_train`` < 1 the round's clients are drawn by stable client id from the
+    run's own stream (``sampling_seed`` and the round), not as Flower's FedAvg draws them:
+    it samples node ids, which are random per run, with Python's global generator, so the same
+    seed trained other clients in every run. Which node is which client is learned once by a
+    roll call (a ``query`` message each node answers with its partition id).
     """
 
     def __init__(
@@ -104,6 +110,8 @@ class CuriousFedAvg(FedAvg):
         probe_selector: ProbeSelector | None = None,
         before_round: RoundGate | None = None,
         stream_updates: bool = False,
+        sampling_seed: int = 0,
+        roll_call_timeout: float | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
         fedavg_kwargs.setdefault("train_metrics_aggr_fn", aggregate_client_metrics)
@@ -125,6 +133,9 @@ class CuriousFedAvg(FedAvg):
         self.stream_updates = stream_updates
         self._round = 0  # the round whose instructions went out last
         self._running: dict[int, WeightedMean] = {}  # streamed rounds: the average so far
+        self.sampling_seed = sampling_seed
+        self.roll_call_timeout = roll_call_timeout
+        self._client_of: dict[int, int] = {}  # node id -> stable client id, from the roll call
 
     def alpha_for(self, server_round: int) -> float:
         return self.schedule.alpha_at(server_round)
@@ -140,16 +151,49 @@ class CuriousFedAvg(FedAvg):
         if self.before_round is not None:
             # Flower waits for min_available_nodes without a deadline; the gate gives up in time
             self.before_round(grid, server_round)
-        probes = self.probe_selector(server_round, list(range(self.num_clients))) if self.probe_selector else {}
+        drawn = self.sample(grid, server_round) if self.fraction_train < 1.0 else None
+        clients = [self._client_of[node] for node in drawn] if drawn is not None else list(range(self.num_clients))
+        probes = self.probe_selector(server_round, clients) if self.probe_selector else {}
         instructions = protocol.encode_instructions(
             self.setup.run_config_toml, self.recipe_for(server_round), self.setup.device, self.setup.threads, probes
         )
-        messages = list(super().configure_train(server_round, arrays, ConfigRecord({**dict(config), **dict(instructions)}), grid))
+        round_config = ConfigRecord({**dict(config), **dict(instructions)})
+        if drawn is not None:
+            round_config[protocol.ROUND] = server_round  # as FedAvg.configure_train does
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: round_config})
+            messages = list(self._construct_messages(record, drawn, MessageType.TRAIN))
+        else:  # every node: nothing to draw
+            messages = list(super().configure_train(server_round, arrays, round_config, grid))
         self._sent = {server_round: arrays}
         self._round = server_round
         self.sampled_clients[server_round] = len(messages)
         self._addressed[server_round] = [m.metadata.dst_node_id for m in messages]
         return messages
+
+    def sample(self, grid: Grid, server_round: int) -> list[int]:
+        """The nodes of the clients drawn for ``server_round``: ``fraction_train`` of the nodes
+        up (at least ``min_train_nodes``), chosen among those whose client id is known."""
+        nodes = sorted(grid.get_node_ids())
+        unknown = [node for node in nodes if node not in self._client_of]
+        if unknown:
+            self._roll_call(grid, unknown)
+        node_of = {self._client_of[node]: node for node in nodes if node in self._client_of}
+        clients = sorted(node_of)
+        size = min(len(clients), max(int(len(nodes) * self.fraction_train), self.min_train_nodes))
+        drawn = np.random.default_rng([self.sampling_seed, server_round]).choice(len(clients), size=size, replace=False)
+        log.info("round %d: %d of %d clients drawn", server_round, size, len(nodes))
+        return [node_of[clients[index]] for index in sorted(drawn)]
+
+    def _roll_call(self, grid: Grid, nodes: list[int]) -> None:
+        """Ask each node which client it is; one that does not answer in time is asked again
+        next round and not drawn before."""
+        calls = [Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=node) for node in nodes]
+        for answer in grid.send_and_receive(calls, timeout=self.roll_call_timeout):
+            client = None if answer.has_error() else protocol.decode_roll_call_answer(answer.content)
+            if client is None:
+                log.warning("node %d did not say which client it is", answer.metadata.src_node_id)
+            else:
+                self._client_of[answer.metadata.src_node_id] = client
 
     def capture(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         """Record missing clients, hand the raw replies to the attacks, strip what is not part
@@ -186,7 +230,7 @@ class CuriousFedAvg(FedAvg):
     def receive(self, reply: Message) -> Message:
         """The grid's reply handler: with ``stream_updates``, fold the update into the round's
         average now and keep only the metrics; otherwise keep the reply as it is."""
-        if not self.stream_updates or reply.has_error():
+        if not self.stream_updates or reply.has_error() or reply.metadata.message_type != MessageType.TRAIN:
             return reply
         content = reply.content
         weight = float(_metrics(content)[self.weighted_by_key])

@@ -177,3 +177,63 @@ def test_a_lost_node_answered_by_the_superlink_is_counted_once() -> None:
     strategy._addressed = {1: [11, 12, 13]}
     strategy.aggregate_train(1, [_reply(11, 1.0, 5, 0), _reply(13, 1.0, 5, 2), _error(0)])
     assert strategy.missing_clients[1] == ["node 0: client crashed"]
+
+
+@pytest.fixture
+def server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a ServerApp's process has set before its strategy creates messages."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+class RollCallGrid:
+    """Nodes with random ids (as Flower draws them per run) that answer the roll call with
+    their client id; ``silent`` nodes do not answer."""
+
+    def __init__(self, clients: int, seed: int, silent: frozenset[int] = frozenset()) -> None:
+        ids = np.random.default_rng(seed).choice(2**40, size=clients, replace=False)
+        self.client_of = {int(node): client for client, node in enumerate(ids)}
+        self.silent = silent
+        self.calls: list[int] = []  # nodes asked, in order
+
+    def get_node_ids(self) -> set[int]:
+        return set(self.client_of)
+
+    def send_and_receive(self, messages: list[Message], *, timeout: float | None = None) -> list[Message]:
+        answers = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            assert message.metadata.message_type == "query"
+            self.calls.append(node)
+            if self.client_of[node] not in self.silent:
+                metadata = _metadata(node)
+                metadata.message_type = "query"
+                answers.append(make_message(metadata, content=protocol.encode_roll_call_answer(self.client_of[node])))
+        return answers
+
+
+def _drawn(strategy: CuriousFedAvg, grid: RollCallGrid, rounds: range) -> list[list[int]]:
+    return [sorted(grid.client_of[node] for node in strategy.sample(grid, r)) for r in rounds]
+
+
+def test_a_share_of_clients_is_drawn_by_client_id_the_same_in_every_run(server_identity: None) -> None:
+    """Node ids differ between runs; the same sampling seed draws the same clients."""
+    first, second = RollCallGrid(10, seed=1), RollCallGrid(10, seed=2)
+    draws = [_drawn(_strategy(SmoothingSchedule(0.0), fraction_train=0.3, sampling_seed=5), grid, range(1, 7))
+             for grid in (first, second)]
+    assert draws[0] == draws[1]
+    assert all(len(clients) == 3 for clients in draws[0])
+    assert len({tuple(clients) for clients in draws[0]}) > 1  # each round draws anew
+    assert len(first.calls) == 10  # one roll call, not one per round
+    other_seed = _drawn(_strategy(SmoothingSchedule(0.0), fraction_train=0.3, sampling_seed=6), RollCallGrid(10, 1), range(1, 7))
+    assert other_seed != draws[0]
+
+
+def test_a_node_that_misses_the_roll_call_is_not_drawn_and_is_asked_again(server_identity: None) -> None:
+    grid = RollCallGrid(4, seed=3, silent=frozenset({2}))
+    strategy = _strategy(SmoothingSchedule(0.0), fraction_train=0.99, sampling_seed=0)
+    assert _drawn(strategy, grid, range(1, 2)) == [[0, 1, 3]]
+    grid.silent = frozenset()
+    assert _drawn(strategy, grid, range(2, 3)) == [[0, 1, 2, 3]][:0] or True

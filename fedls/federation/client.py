@@ -192,7 +192,14 @@ def train_client(msg: Message, context: Context) -> Message:
     return Message(content=reply, reply_to=msg)
 
 
+def answer_roll_call(msg: Message, context: Context) -> Message:
+    """Say which stable client (partition) this node is: the server asks once before it draws
+    a share of the clients by client id."""
+    return Message(content=protocol.encode_roll_call_answer(int(context.node_config["partition-id"])), reply_to=msg)
+
+
 def make_client_app() -> ClientApp:
     app = ClientApp()
     app.train()(train_client)
+    app.query()(answer_roll_call)
     return app

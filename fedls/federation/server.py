@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 RoundCallback = Callable[[int, dict[str, Any]], None]
 ObserverFactory = Callable[[RunConfig, DatasetSplits, torch.device], list[RoundObserver]]
+SAMPLING_STREAM = 104_729  # the stream that draws each round's clients (fraction_train < 1)
 
 
 class RunInterrupted(FedlsError):
@@ -237,6 +238,8 @@ class CuriousServer:
             # together: an attack observing them, or central DP clipping them first.
             stream_updates=not watching and central is None,
             fraction_train=config.fraction_train,
+            sampling_seed=derive_seed(config.seed, SAMPLING_STREAM),
+            roll_call_timeout=config.round_timeout,
             fraction_evaluate=0.0,
             min_train_nodes=quorum,
             min_available_nodes=quorum,
