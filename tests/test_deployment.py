@@ -98,6 +98,10 @@ def _wait_for_log(work: Path, line: str, script: subprocess.Popen[str], deadline
         time.sleep(0.5)
 
 
+# Slow (a 4-round federation with a crash and a restart, about a minute on 2 cores). Lighter tests
+# cover its parts: test_faults.py kills a client's worker mid-run and sees later rounds complete;
+# test_strategy.py counts a node that never replied, and a lost node the SuperLink answers for, once.
+@pytest.mark.slow
 def test_killed_supernode_marks_the_round_and_a_restarted_one_rejoins(tmp_path: Path) -> None:
     """SIGKILL one SuperNode when round 2 starts: the rounds until it is back miss it (marked
     degraded: fewer replies than the planned clients); a SuperNode restarted with the same

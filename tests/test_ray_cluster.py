@@ -24,7 +24,7 @@ import pytest
 from fedls.config import RunConfig
 from fedls.errors import ResourceError
 from fedls.federation.resources import resolve_resources
-from fedls.federation.simulation import simulate
+from fedls.federation.simulation import prepare
 
 RAY = Path(sys.executable).with_name("ray")
 FEDLS = Path(sys.executable).with_name("fedls")
@@ -147,10 +147,16 @@ def test_cli_ray_address_runs_on_the_cluster(ray_head: RayHead, tmp_path: Path) 
     print(f"fedls simulate --ray-address, 2 clients x 2 rounds: {time.perf_counter() - started:.1f} s")
 
 
-def test_ray_address_variable_runs_on_the_cluster(ray_head: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)  # Ray's documented variable
-    result = simulate(RunConfig(clients=2, rounds=2, local_epochs=1, attacks="none", run_dir=str(tmp_path), name="env", seed=3))
-    _check_run(result.run.path, ray_head)
+def test_ray_address_variable_selects_the_cluster(ray_head: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's documented variable chooses the cluster as --ray-address does (the run on the
+    cluster itself is the test above): what simulate() prepares joins it, sized by it."""
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    prepared = prepare(RunConfig(clients=2, rounds=2, local_epochs=1, attacks="none", run_dir=str(tmp_path), name="env"))
+    resources = prepared.resources
+    assert resources.ray_address == ray_head.address and resources.total_cpus == 2
+    assert resources.backend_config()["init_args"]["address"] == ray_head.address
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    assert prepare(RunConfig(clients=2, run_dir=str(tmp_path), name="local")).resources.ray_address is None
 
 
 def test_client_resources_are_checked_against_the_cluster(ray_head: RayHead) -> None:
