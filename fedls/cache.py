@@ -96,3 +96,35 @@ def load_cached(path: Path) -> dict[str, dict[str, torch.Tensor]] | None:
         raise CheckpointError(f"cached weights {path} are unreadable ({name}); delete the file to retrain") from None
     log.info("loaded cached %s", path)
     return states
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def cached_measurement(path: Path, name: str) -> float | None:
+    """A number measured once on the cached weights at ``path`` (under ``name``, which names
+    what it was measured on), or None. The entry goes when :func:`save_cached` writes new weights."""
+    try:
+        meta = json.loads(_meta_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    value = meta.get("measured", {}).get(name) if isinstance(meta, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def remember_measurement(path: Path, name: str, value: float) -> None:
+    """Keep ``value`` beside the cached weights at ``path``; a cache that cannot be written only
+    costs the measurement next time."""
+    meta_path = _meta_path(path)
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if not isinstance(meta, dict):
+            meta = {}
+        meta.setdefault("measured", {})[name] = value
+        tmp = meta_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, meta_path)
+    except (OSError, ValueError) as exc:
+        log.info("could not record %s beside %s: %s", name, path, exc)
+

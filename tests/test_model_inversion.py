@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,6 +168,32 @@ def test_judge_is_cached_and_its_accuracy_reported(digits, cache):
     assert again.test_accuracy == judge.test_accuracy
     for a, b in zip(judge.model.state_dict().values(), again.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_judge_accuracy_is_measured_once_per_test_split_and_weights(digits, cache, monkeypatch):
+    from fedls.data import ArrayDataset
+    from fedls.metrics import judge as judge_module
+
+    options = JudgeOptions(epochs=2)
+    load = lambda test: load_or_train_judge("digits", digits.train, test, digits.image_shape, 5, "cnn", options,  # noqa: E731
+                                            cache_dir=cache)
+    first = load(digits.test)
+    measured: list[int] = []
+    real_accuracy = judge_module.accuracy
+
+    def counted_accuracy(model, x, y, device):
+        measured.append(len(y))
+        return real_accuracy(model, x, y, device)
+
+    monkeypatch.setattr(judge_module, "accuracy", counted_accuracy)
+    assert load(digits.test).test_accuracy == first.test_accuracy and measured == []  # kept beside the weights
+    x, y = dataset_tensors(digits.test)
+    half = ArrayDataset(x[: len(y) // 2], y[: len(y) // 2])
+    load(half)
+    assert measured == [len(y) // 2]  # another test split is measured, not read
+    weights = Path(first.cache_file)
+    torch.save(torch.load(weights, weights_only=True), weights)  # new weights (same values, a new file)
+    assert load(digits.test).test_accuracy == first.test_accuracy and measured == [len(y) // 2, len(y)]
 
 
 def test_weak_judge_flags_acc1_unreliable(digits, caplog):

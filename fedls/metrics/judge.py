@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from fedls.cache import cache_path, dataset_fingerprint, load_cached, save_cached
+from fedls.cache import cache_path, cached_measurement, dataset_fingerprint, load_cached, remember_measurement, save_cached
 from fedls.data import ImageDataset, dataset_tensors
 from fedls.errors import CheckpointError, ConfigError
 from fedls.models import MODELS, build_model
@@ -208,8 +208,8 @@ def load_or_train_judge(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> Judge:
-    """The cached judge for this private split and these options (trained on a miss); its
-    accuracy on the private test split is measured on every load (cheap, and never stale)."""
+    """The cached judge for this private split and these options (trained on a miss), with its
+    accuracy on the private test split (measured once per test split and kept in the cache)."""
     arch = choose_judge_architecture(target_model, image_shape[1], options.model)
     training = options.model_dump(include={"epochs", "batch_size", "lr", "augment", "flip", "seed"})
     key = {
@@ -235,8 +235,16 @@ def load_or_train_judge(
         train_classifier(model, images, labels, options.epochs, options.batch_size, options.lr, options.seed, device,
                          progress, augment=options.augment, flip=options.flip)
         save_cached(path, {"model": model.state_dict()}, {"dataset": dataset_name, "arch": arch, **training})
-    x_test, y_test = dataset_tensors(test)
-    test_accuracy = accuracy(model, x_test, y_test, device)
+    # Measured once per weights file, test split and device kind (a run loads the judge twice,
+    # and on Fashion-MNIST or CIFAR the test split costs seconds).
+    weights = path.stat()
+    measured_on = (f"test_accuracy:{dataset_fingerprint(test, with_labels=True)}:{torch.device(device).type}:"
+                   f"{weights.st_size}:{weights.st_mtime_ns}")
+    test_accuracy = cached_measurement(path, measured_on)
+    if test_accuracy is None:
+        x_test, y_test = dataset_tensors(test)
+        test_accuracy = accuracy(model, x_test, y_test, device)
+        remember_measurement(path, measured_on, test_accuracy)
     log.info("judge %s: %.1f %% private test accuracy", arch, 100 * test_accuracy)
     return Judge(model.to(device).eval(), arch, test_accuracy, str(path))
 
