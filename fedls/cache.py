@@ -127,4 +127,3 @@ def remember_measurement(path: Path, name: str, value: float) -> None:
         os.replace(tmp, meta_path)
     except (OSError, ValueError) as exc:
         log.info("could not record %s beside %s: %s", name, path, exc)
-
