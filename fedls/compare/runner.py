@@ -310,8 +310,17 @@ def stamp(stats: ComparisonStats) -> str:
     manifest = stats.manifest
     return (
         f"Runs made by fedls {', '.join(versions) or 'unknown'} at {where}; "
-        f"seeds {', '.join(map(str, manifest.seeds))}; command: `{manifest.command or 'unknown'}`."
+        f"{_seeds_run(manifest)}; command: `{manifest.command or 'unknown'}`."
     )
+
+
+def _seeds_run(manifest: Manifest) -> str:
+    """The seeds with at least one finished run, and the planned ones when some never ran."""
+    planned = ", ".join(map(str, manifest.seeds))
+    finished = sorted({int(key.rsplit("seed-", 1)[1]) for key in manifest.runs if "seed-" in key})
+    if not manifest.runs or finished == sorted(manifest.seeds):
+        return f"seeds {planned}"
+    return f"seeds {', '.join(map(str, finished)) or 'none'} so far of the planned {planned}"
 
 
 def _write_outputs(experiment: Experiment, manifest: Manifest, outcomes: list[RunOutcome]) -> ComparisonResult:
