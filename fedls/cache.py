@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from fedls.errors import CheckpointError, ConfigError
+from fedls.outputs import read_json_object, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def save_cached(path: Path, states: dict[str, dict[str, torch.Tensor]], meta: di
     tmp = path.with_suffix(".tmp")
     torch.save({name: {k: v.detach().cpu() for k, v in s.items()} for name, s in states.items()}, tmp)
     os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    _meta_path(path).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
 
 
 def load_cached(path: Path) -> dict[str, dict[str, torch.Tensor]] | None:
@@ -105,25 +106,18 @@ def _meta_path(path: Path) -> Path:
 def cached_measurement(path: Path, name: str) -> float | None:
     """A number measured once on the cached weights at ``path`` (under ``name``, which names
     what it was measured on), or None. The entry goes when :func:`save_cached` writes new weights."""
-    try:
-        meta = json.loads(_meta_path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    value = meta.get("measured", {}).get(name) if isinstance(meta, dict) else None
+    meta, _ = read_json_object(_meta_path(path))
+    value = (meta or {}).get("measured", {}).get(name)
     return float(value) if isinstance(value, (int, float)) else None
 
 
 def remember_measurement(path: Path, name: str, value: float) -> None:
     """Keep ``value`` beside the cached weights at ``path``; a cache that cannot be written only
     costs the measurement next time."""
-    meta_path = _meta_path(path)
+    meta, _ = read_json_object(_meta_path(path))
+    meta = meta or {}
+    meta.setdefault("measured", {})[name] = value
     try:
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        if not isinstance(meta, dict):
-            meta = {}
-        meta.setdefault("measured", {})[name] = value
-        tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, meta_path)
-    except (OSError, ValueError) as exc:
+        write_atomic(_meta_path(path), json.dumps(meta, indent=2, sort_keys=True, default=str))
+    except OSError as exc:
         log.info("could not record %s beside %s: %s", name, path, exc)

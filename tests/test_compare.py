@@ -513,11 +513,13 @@ def test_a_full_disk_stops_the_comparison_instead_of_failing_every_later_setting
 
 
 def test_the_stamp_names_the_seeds_that_ran_when_some_are_missing():
-    from fedls.compare.results import Manifest
+    from fedls.compare.results import Manifest, SettingInfo
     from fedls.compare.runner import _seeds_run
 
     provenance = {"fedls_version": "0", "git_commit": "abc"}
-    partial = Manifest("m", "base", [0, 1, 2], [], runs={f"{s}/seed-{n}": provenance for s in ("base", "ls") for n in (0, 1)})
+    settings = [SettingInfo("base", "none", 0.0), SettingInfo("ls", "none", -0.05)]
+    runs = {f"{s}/seed-{n}": provenance for s in ("base", "ls") for n in (0, 1)}
+    partial = Manifest("m", "base", [0, 1, 2], settings, runs=runs)
     assert _seeds_run(partial) == "seeds 0, 1 so far of the planned 0, 1, 2"
     partial.runs["base/seed-2"] = provenance  # one setting of seed 2 is enough to name the seed
     assert _seeds_run(partial) == "seeds 0, 1, 2"

@@ -317,7 +317,7 @@ def stamp(stats: ComparisonStats) -> str:
 def _seeds_run(manifest: Manifest) -> str:
     """The seeds with at least one finished run, and the planned ones when some never ran."""
     planned = ", ".join(map(str, manifest.seeds))
-    finished = sorted({int(key.rsplit("seed-", 1)[1]) for key in manifest.runs if "seed-" in key})
+    finished = [seed for seed in manifest.seeds if any(run_key(s.name, seed) in manifest.runs for s in manifest.settings)]
     if not manifest.runs or finished == sorted(manifest.seeds):
         return f"seeds {planned}"
     return f"seeds {', '.join(map(str, finished)) or 'none'} so far of the planned {planned}"
