@@ -16,7 +16,7 @@ from fedls.cli import app
 from fedls.compare import load_experiment, load_results, quick_experiment, run_comparison
 from fedls.compare.docs import update_documents
 from fedls.compare.experiment import build_experiment, parse_setting_spec
-from fedls.compare.plot import Point, zoom_region
+from fedls.compare.plot import Point, draw_points, label_zoom_box, zoom_region
 from fedls.compare.results import Manifest, SettingInfo, acc1_counts
 from fedls.compare.table import MISSING, ResultTable
 from fedls.config import RunConfig
@@ -378,6 +378,44 @@ def test_zoom_keeps_an_outlier_from_squashing_the_others():
     assert all(x0 < p.x < x1 and y0 < p.y < y1 for p in bulk)
     assert not (x0 < 0.10 < x1) and y0 > 0.9  # DP is outside, the bulk fills the panel
     assert zoom_region(bulk) is None  # nothing to zoom when no point stands apart
+
+
+def test_overview_axes_stay_within_the_percent_scale():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    try:
+        wide = Point("few seeds", 0.02, 0.99, 0.08, 0.06, 2, False, "black")
+        draw_points(ax, [wide, point("dp", 0.60, 0.43)])
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    finally:
+        plt.close(fig)
+    assert x0 >= -2.0 and y1 <= 102.0  # margins alone would reach about −7 % and 107 %
+    assert x1 > 60 and y0 < 43  # every point is still inside
+
+
+def test_zoom_box_label_stays_inside_the_frame():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    try:
+        ax.set_xlim(50, 100)
+        ax.set_ylim(30, 102)
+        label_zoom_box(ax, ((0.66, 1.2), (0.988, 1.005)))  # box at the top edge, reaching past the right one
+        (top,) = ax.texts
+        ax.set_ylim(0, 102)
+        label_zoom_box(ax, ((0.6, 0.8), (0.4, 0.5)))  # room above the box
+        below = ax.texts[1]
+    finally:
+        plt.close(fig)
+    assert top.xy == pytest.approx((100, 98.8)) and top.get_va() == "top"  # below the box, at the frame's right edge
+    assert below.xy == pytest.approx((80, 50)) and below.get_va() == "bottom"
 
 
 def test_acc1_counts_read_old_and_new_keys():

@@ -118,7 +118,8 @@ def claims_markdown(stats: ComparisonStats, claims: list[Claim]) -> str:
 
 def claims_matrix(studies: dict[str, ComparisonStats], claims: list[Claim]) -> str:
     """Every claim against every study at once: the verdict, the measured change and the utility
-    change in one cell per study ("–" where the study lacks the setting)."""
+    change in one cell per study ("–" where the study lacks the setting or uses it as its baseline,
+    against which nothing can change)."""
     names = list(studies)
     rows = []
     for claim in claims:
@@ -141,6 +142,7 @@ def claims_matrix(studies: dict[str, ComparisonStats], claims: list[Claim]) -> s
     legend = (
         "\nEach cell: the verdict of the paired t-test over seeds against the study's baseline "
         f"(p < {SIGNIFICANCE:g}), the measured change [95 % CI] in percentage points, and the change of test "
-        "accuracy [95 % CI] it came with. Each study's own section gives its seeds, p-values and pooled tests.\n"
+        "accuracy [95 % CI] it came with; \"–\": the study lacks the setting or it is the study's baseline. "
+        "Each study's own section gives its seeds, p-values and pooled tests.\n"
     )
     return header + "\n".join(rows) + "\n" + legend

@@ -153,7 +153,7 @@ def _label_points(ax: Any, points: Sequence[Point]) -> None:
             ax.annotate(p.name, (100 * p.x, 100 * p.y), xytext=_NEAR[0][:2], textcoords="offset points", fontsize=9, zorder=4)
 
 
-def _draw(ax: Any, points: Sequence[Point], region: Region | None = None) -> list[Point]:
+def draw_points(ax: Any, points: Sequence[Point], region: Region | None = None) -> list[Point]:
     shown = [p for p in points if region is None or _inside(p, region)]
     for p in shown:
         ax.errorbar(
@@ -172,7 +172,31 @@ def _draw(ax: Any, points: Sequence[Point], region: Region | None = None) -> lis
                     fontsize=7, color="0.4", ha="right", va="bottom")
     else:
         ax.margins(0.12)
+        _keep_within_percent(ax)
     return shown
+
+
+def label_zoom_box(ax: Any, region: Region) -> None:
+    """Name the dashed box "zoom →" at its right end, above it when the axes leave room there and
+    below it otherwise, so the label never sits outside the frame or vanishes with a clipped corner."""
+    (_, x1), (y0, y1) = region
+    (_, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
+    x = min(100 * x1, x_high)
+    room = 0.06 * (y_high - y_low)  # about one line of 8-pt text on these panels
+    if 100 * y1 + room <= y_high:
+        y, offset, va = 100 * y1, 3, "bottom"
+    else:
+        y, offset, va = max(100 * y0, y_low), -3, "top"
+    ax.annotate("zoom →", (x, y), xytext=(-2, offset), textcoords="offset points", ha="right", va=va, fontsize=8,
+                color="0.4", annotation_clip=False)
+
+
+def _keep_within_percent(ax: Any, slack: float = 2.0) -> None:
+    """Every plotted metric is a proportion: the automatic margins must not draw an axis out to
+    110 % accuracy or −8 % attack success, which reads as a value that cannot exist."""
+    for get, set_ in ((ax.get_xlim, ax.set_xlim), (ax.get_ylim, ax.set_ylim)):
+        low, high = get()
+        set_(max(low, -slack), min(high, 100 + slack))
 
 
 def utility_privacy_plot(stats: ComparisonStats, path: Path) -> Path:
@@ -201,7 +225,7 @@ def utility_privacy_plot(stats: ComparisonStats, path: Path) -> Path:
         if region:
             panels.append((fig.add_subplot(grid[r, 1]), region, "zoom on the bulk"))
         for ax, zoom, title in panels:
-            shown = _draw(ax, points, zoom)
+            shown = draw_points(ax, points, zoom)
             if ax is overview and region:  # the bulk is named in the zoom; here only the points outside it
                 shown = [p for p in shown if not _inside(p, region)]
             labelled.append((ax, shown))
@@ -218,8 +242,7 @@ def utility_privacy_plot(stats: ComparisonStats, path: Path) -> Path:
             overview.add_patch(
                 Rectangle((100 * x0, 100 * y0), 100 * (x1 - x0), 100 * (y1 - y0), fill=False, ls="--", color="0.4", lw=0.8)
             )
-            overview.annotate("zoom →", (100 * x1, 100 * y1), xytext=(0, 3), textcoords="offset points", ha="right", va="bottom",
-                              fontsize=8, color="0.4")
+            label_zoom_box(overview, region)
     bars = f"error bars: 95 % t-interval over {seeds} seeds" if seeds > 1 else "one seed: no error bars"
     fig.suptitle(f"{stats.manifest.name}: utility vs privacy (★ = baseline {stats.baseline}; {bars})")
     if unmeasured:
