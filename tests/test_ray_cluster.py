@@ -77,11 +77,15 @@ class RayHead:
     def stop(self) -> None:
         """SIGTERM to the group `ray start --block` leads (it stops its GCS, raylet and workers), then SIGKILL."""
         for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+            self.process.poll()
             if not _group_alive(self.process.pid):
                 break
             os.killpg(self.process.pid, sig)
             deadline = time.monotonic() + grace
-            while _group_alive(self.process.pid) and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                self.process.poll()  # reap `ray start` at once: a zombie leader keeps its group alive
+                if not _group_alive(self.process.pid):
+                    break
                 time.sleep(0.5)
         try:
             self.process.wait(timeout=5)
