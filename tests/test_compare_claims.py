@@ -52,7 +52,7 @@ def test_claims_file_is_checked_by_the_schema(tmp_path: Path) -> None:
 
 def test_the_verdict_matrix_judges_every_claim_in_every_study_as_its_own_claims_table_does() -> None:
     """docs/results: one column per study; each cell carries the verdict the study's own claims block gives."""
-    from fedls.compare.claims import claims_markdown, claims_matrix
+    from fedls.compare.claims import claims_markdown, claims_matrix, verdict_tally
     from fedls.compare.results import load_results
 
     results = Path(__file__).resolve().parents[1] / "docs" / "results"
@@ -68,6 +68,19 @@ def test_the_verdict_matrix_judges_every_claim_in_every_study_as_its_own_claims_
         for row, own in zip(rows, single, strict=True):
             verdict = own.rsplit("**", 2)[1]
             assert row.split("|")[column].strip().startswith(f"**{verdict}**"), (name, row)
+    for row in rows:  # the last column tallies the verdicts of the study columns
+        cells = [cell.strip() for cell in row.split("|")[3:5]]
+        verdicts = [cell.split("**")[1] for cell in cells if cell != "–"]
+        assert row.split("|")[5].strip() == verdict_tally(verdicts)
+        assert sum(int(part.split(" of ")[0].rsplit(" ", 1)[1]) for part in verdict_tally(verdicts).split(", ")) == len(verdicts)
+
+
+def test_verdict_tally_counts_each_kind_once_in_a_fixed_order() -> None:
+    from fedls.compare.claims import verdict_tally
+
+    verdicts = ["not shown (inside the noise)", "holds", "not shown (not testable with 1 paired seed)", "contradicted"]
+    assert verdict_tally(verdicts) == "holds 1 of 4, contradicted 1 of 4, not shown 2 of 4"
+    assert verdict_tally(["holds", "holds"]) == "holds 2 of 2"
 
 
 def test_a_claim_that_no_study_can_judge_is_left_out() -> None:

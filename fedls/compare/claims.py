@@ -123,7 +123,7 @@ def claims_matrix(studies: dict[str, ComparisonStats], claims: list[Claim]) -> s
     names = list(studies)
     rows = []
     for claim in claims:
-        cells = []
+        cells, verdicts = [], []
         for name in names:
             stats = studies[name]
             if claim.setting not in {row.info.name for row in stats.rows} or claim.setting == stats.baseline:
@@ -131,18 +131,28 @@ def claims_matrix(studies: dict[str, ComparisonStats], claims: list[Claim]) -> s
                 continue
             row = stats.row(claim.setting)
             metric, utility = row.metrics[claim.metric], row.metrics[UTILITY]
-            cells.append(f"**{judge(metric, claim.direction)}**: {_change(metric)}; test acc {_change(utility)}")
-        if any(cell != "–" for cell in cells):
+            verdicts.append(judge(metric, claim.direction))
+            cells.append(f"**{verdicts[-1]}**: {_change(metric)}; test acc {_change(utility)}")
+        if verdicts:
             rows.append(f"| {claim.source} | {claim.setting}: {LABELS[claim.metric]} {claim.direction} | "
-                        + " | ".join(cells) + " |")
+                        + " | ".join(cells) + f" | {verdict_tally(verdicts)} |")
     if not rows:
         return "No claim in the claims file is about a setting of these comparisons.\n"
-    header = "| Claim | Claimed change | " + " | ".join(f"`{n}`" for n in names) + " |\n"
-    header += "|---|---|" + "---|" * len(names) + "\n"
+    header = "| Claim | Claimed change | " + " | ".join(f"`{n}`" for n in names) + " | Across studies |\n"
+    header += "|---|---|" + "---|" * len(names) + "---|\n"
     legend = (
         "\nEach cell: the verdict of the paired t-test over seeds against the study's baseline "
         f"(p < {SIGNIFICANCE:g}), the measured change [95 % CI] in percentage points, and the change of test "
         "accuracy [95 % CI] it came with; \"–\": the study lacks the setting or it is the study's baseline. "
+        "*Across studies* counts the verdicts of the studies that have the setting. "
         "Each study's own section gives its seeds, p-values and pooled tests.\n"
     )
     return header + "\n".join(rows) + "\n" + legend
+
+
+def verdict_tally(verdicts: list[str]) -> str:
+    """How often each verdict came out, in the order holds, contradicted, not shown (the reasons a
+    claim was not shown are merged): "holds 2 of 4, not shown 2 of 4"."""
+    kinds = [v.split(" (")[0] for v in verdicts]
+    counts = [(kind, kinds.count(kind)) for kind in ("holds", "contradicted", "not shown")]
+    return ", ".join(f"{kind} {n} of {len(kinds)}" for kind, n in counts if n)
