@@ -9,6 +9,8 @@ Small, explicit, and tested against hand-computed cases:
   partition and initialisation, hence paired): paired t-test, its interval of the mean
   difference, and the Wilcoxon signed-rank test as the distribution-free check (with 5
   seeds its smallest two-sided p is 2/2⁵ = 0.0625, so it can never reach 0.05 there);
+* :func:`welch_test` — the difference of two independent means with Welch's unequal-variance
+  t-test (Welch 1947), e.g. the effect of a setting in one study against its effect in another;
 * :func:`wilson_interval` and :func:`two_proportion_z` — for Acc@1 as counts of correctly
   classified attack images pooled over seeds. Pooling treats all images as independent, which
   ignores the variation between seeds; read it beside the paired test, not instead of it.
@@ -34,7 +36,7 @@ def _normal_quantile(level: float) -> float:
     return statistics.NormalDist().inv_cdf(1 - (1 - level) / 2)
 
 
-def t_quantile(level: float, df: int) -> float:
+def t_quantile(level: float, df: float) -> float:
     """Two-sided critical value of Student's t with ``df`` degrees of freedom (4.303 for 95 %, df 2)."""
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1) (got {level})")
@@ -43,7 +45,7 @@ def t_quantile(level: float, df: int) -> float:
     return float(scipy_stats.t.ppf(1 - (1 - level) / 2, df))
 
 
-def t_two_sided_p(t: float, df: int) -> float:
+def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom."""
     return float(2 * scipy_stats.t.sf(abs(t), df))
 
@@ -118,6 +120,42 @@ def paired_test(values: Sequence[float], baseline: Sequence[float], level: float
     t = mean / se
     half = t_quantile(level, n - 1) * se
     return PairedTest(n, mean, sd, mean - half, mean + half, t, t_two_sided_p(t, n - 1), p_wilcoxon)
+
+
+@dataclass(frozen=True)
+class WelchTest:
+    """Mean of ``a`` minus mean of ``b`` for two independent samples. ``p`` and the interval are
+    None with fewer than two values on either side; no spread at all gives p = 1 for equal means
+    and None otherwise (nothing to scale the difference by)."""
+
+    n_a: int
+    n_b: int
+    diff: float
+    ci_low: float | None
+    ci_high: float | None
+    df: float | None
+    p: float | None
+
+    @property
+    def significant(self) -> bool:
+        return self.p is not None and self.p < SIGNIFICANCE
+
+
+def welch_test(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> WelchTest:
+    """Welch's t-test (Welch 1947) with the Welch–Satterthwaite degrees of freedom, and the
+    t-interval of the difference of the means."""
+    if not a or not b:
+        raise ValueError("welch_test() needs at least one value on each side")
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return WelchTest(len(a), len(b), diff, None, None, None, None)
+    var_a, var_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = math.sqrt(var_a + var_b)
+    if se <= 1e-12 * max(1.0, abs(diff)):
+        return WelchTest(len(a), len(b), diff, diff, diff, None, 1.0 if diff == 0 else None)
+    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    half = t_quantile(level, df) * se
+    return WelchTest(len(a), len(b), diff, diff - half, diff + half, df, t_two_sided_p(diff / se, df))
 
 
 def wilson_interval(successes: int, total: int, level: float = 0.95) -> tuple[float, float]:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fedls.stats import describe, paired_test, t_quantile, two_proportion_z, wilson_interval
+from fedls.stats import describe, paired_test, t_quantile, two_proportion_z, welch_test, wilson_interval
 
 
 def t2_two_sided_p(t: float) -> float:
@@ -70,6 +70,36 @@ def test_paired_degenerate_cases():
     assert one.p_t is None and one.mean_diff == pytest.approx(0.1)
     with pytest.raises(ValueError, match="same length"):
         paired_test([1.0, 2.0], [1.0])
+
+
+def t4_two_sided_p(t: float) -> float:
+    """Student's t with 4 degrees of freedom: CDF 1/2 + (3/4)·x·(1 − x²/3) with x = t/√(4 + t²)."""
+    x = abs(t) / math.sqrt(4 + t * t)
+    return 2 * (0.5 - 0.75 * x * (1 - x * x / 3))
+
+
+def test_welch_hand_computed():
+    # equal sizes and variances: se² = 1/3 + 1/3, Welch–Satterthwaite df = (2/3)² / (2 · (1/3)² / 2) = 4
+    test = welch_test([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])
+    assert (test.n_a, test.n_b, test.diff) == (3, 3, -2.0)
+    assert test.df == pytest.approx(4.0)
+    assert test.p == pytest.approx(t4_two_sided_p(2 / math.sqrt(2 / 3)), rel=1e-9)
+    half = 2.776445 * math.sqrt(2 / 3)  # t table, 4 df, 95 %
+    assert (test.ci_low, test.ci_high) == pytest.approx((-2 - half, -2 + half), abs=1e-5)
+    assert not test.significant
+    # unequal variances: fewer degrees of freedom than n_a + n_b − 2 (the pooled test's)
+    uneven = welch_test([0.0, 0.1, -0.1, 0.05], [1.0, 3.0, 0.0, 4.0, 2.0])
+    assert 3 <= uneven.df < 7 and uneven.diff == pytest.approx(-1.9875)
+
+
+def test_welch_degenerate_cases():
+    assert welch_test([0.5, 0.5], [0.5, 0.5]).p == 1.0
+    apart = welch_test([0.5, 0.5], [0.7, 0.7])  # no spread: nothing to scale the difference by
+    assert apart.p is None and apart.diff == pytest.approx(-0.2)
+    few = welch_test([0.9], [0.1, 0.3])
+    assert few.p is None and few.ci_low is None and few.diff == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        welch_test([], [1.0])
 
 
 def test_wilson_interval_published_values():

@@ -79,7 +79,7 @@ def _change(stats: MetricStats) -> str:
     return text
 
 
-def _p(value: float | None) -> str:
+def format_p(value: float | None) -> str:
     return "–" if value is None else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
 
 
@@ -94,12 +94,12 @@ def claims_markdown(stats: ComparisonStats, claims: list[Claim]) -> str:
             raise ConfigError(f"claim about {claim.setting!r}: that is the baseline; claims compare a setting with it")
         row = stats.row(claim.setting)
         metric, utility = row.metrics[claim.metric], row.metrics[UTILITY]
-        pooled = _p(row.count_test.p) if claim.metric == "attack_acc1" and row.count_test is not None else "–"
+        pooled = format_p(row.count_test.p) if claim.metric == "attack_acc1" and row.count_test is not None else "–"
         n, p_t = (metric.test.n, metric.test.p_t) if metric.test is not None else (0, None)
         verdict = judge(metric, claim.direction)
         rows.append(
             f"| {claim.source} | {claim.setting} | {metric.column.label} {claim.direction} | {_change(metric)} | {n} "
-            f"| {_p(p_t)} | {pooled} | {_change(utility)} | **{verdict}** |"
+            f"| {format_p(p_t)} | {pooled} | {_change(utility)} | **{verdict}** |"
         )
     if not rows:
         return "No claim in the claims file is about a setting of this comparison.\n"

@@ -16,6 +16,8 @@ below the results folder, ``<kind>`` one of
   :mod:`fedls.compare.claims`) judged against this comparison's paired tests,
 * ``verdicts`` — the same claims against several comparisons at once, one column each; the
   name joins the comparisons with ``+`` (``digits-a+fashion-b/verdicts``),
+* ``contrast`` — whether each setting's effect differs between exactly two comparisons (e.g.
+  two client recipes): ``digits-a+digits-b/contrast`` (see :mod:`fedls.compare.contrast`),
 * ``report`` — for a single run directory (e.g. the README's main job) instead of a comparison:
   ``fedls report``'s utility and leakage table against the baselines.
 
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedls.compare.claims import Claim, claims_markdown, claims_matrix, read_claims
+from fedls.compare.contrast import contrast_markdown
 from fedls.compare.plot import utility_privacy_plot
 from fedls.compare.results import ComparisonStats, load_results
 from fedls.compare.runner import stamp
@@ -43,9 +46,9 @@ from fedls.outputs import write_atomic
 from fedls.studies.reports import read_run_files, report_markdown, report_run
 
 log = logging.getLogger(__name__)
-KINDS = ("table", "tests", "plot", "claims", "verdicts", "report")
+KINDS = ("table", "tests", "plot", "claims", "verdicts", "contrast", "report")
 CLAIMS_FILE = "claims.toml"
-STUDY_JOIN = "+"  # joins the comparisons of a ``verdicts`` block
+STUDY_JOIN = "+"  # joins the comparisons of a ``verdicts`` or ``contrast`` block
 _NAME = r"[A-Za-z0-9._+-]+/[a-z]+"
 BLOCK = re.compile(rf"<!-- generated:(?P<name>{_NAME}) -->\n(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
 OPENING = re.compile(rf"<!-- generated:({_NAME}) -->")
@@ -121,6 +124,16 @@ class Generator:
         stamp = f"<sub>Judged from {sources} (their runs are stamped under their own tables). Regenerate: `{self.command}`.</sub>"
         return f"{body}\n{stamp}\n"
 
+    def contrast(self, comparisons: list[str], document: Path, name: str) -> str:
+        if len(comparisons) != 2:
+            raise ConfigError(f"{document}: block {name} contrasts exactly two comparisons joined by "
+                              f"{STUDY_JOIN!r} (got {len(comparisons)})")
+        first, second = ((c, self.stats(c)) for c in comparisons)
+        body = contrast_markdown(first, second)
+        sources = " and ".join(f"`{c}/`" for c in comparisons)
+        stamp = f"<sub>From {sources} (their runs are stamped under their own tables). Regenerate: `{self.command}`.</sub>"
+        return f"{body}\n{stamp}\n"
+
     def stamp(self, comparison: str) -> str:
         return f"<sub>{stamp(self.stats(comparison))} Regenerate: `{self.command}` (from `{comparison}/`).</sub>"
 
@@ -130,6 +143,8 @@ class Generator:
             return self.run_report(comparison)
         if kind == "verdicts":
             return self.verdicts(comparison.split(STUDY_JOIN), document, name)
+        if kind == "contrast":
+            return self.contrast(comparison.split(STUDY_JOIN), document, name)
         stats = self.stats(comparison)
         table = ResultTable(stats)
         if kind == "table":
