@@ -69,3 +69,25 @@ def test_a_contrast_block_names_exactly_two_studies(tmp_path: Path) -> None:
     doc.write_text(f"<!-- generated:{two} -->\n<!-- /generated:{two} -->\n")
     (update,) = update_documents([doc], RESULTS, tmp_path / "img", "cmd")
     assert update.changed and "p (Welch)" in doc.read_text() and "`digits-default-recipe/`" in doc.read_text()
+
+
+def test_the_contrast_command_prints_the_table_and_refuses_bad_folders(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedls.cli import app
+
+    runner = CliRunner()
+    default, adam = str(RESULTS / "digits-default-recipe"), str(RESULTS / "digits-seed001-recipe")
+    result = runner.invoke(app, ["contrast", default, adam])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == contrast_markdown(
+        (default, load_results(RESULTS / "digits-default-recipe")), (adam, load_results(RESULTS / "digits-seed001-recipe"))
+    ).strip()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "comparison.json").write_text("{ not json")
+    for args, message in (([default, default], "given twice"), ([default, str(tmp_path)], "no comparison.json"),
+                          ([str(corrupt), adam], "cannot read")):
+        bad = runner.invoke(app, ["contrast", *args])
+        assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
+        assert len(bad.output.strip().splitlines()) == 1

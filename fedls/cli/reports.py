@@ -1,4 +1,5 @@
-"""`fedls runs [DIR]` and `fedls report RUN`: read run directories back (library: :mod:`fedls.studies.reports`)."""
+"""`fedls runs [DIR]`, `fedls report RUN` and `fedls contrast A B`: read run and comparison folders back
+(library: :mod:`fedls.studies.reports`, :mod:`fedls.compare.contrast`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fedls.cli.app import app, console, guarded
+from fedls.cli.app import app, console, fail, guarded
 from fedls.cli.options import shown_default
 from fedls.studies.reports import fmt
 
@@ -56,3 +57,19 @@ def report(
 
     result = report_run(run)
     typer.echo(report_json(result) if json_output else report_markdown(result).rstrip("\n"))
+
+
+@app.command()
+@guarded
+def contrast(
+    first: Annotated[Path, typer.Argument(help="A folder written by `fedls compare` (e.g. one client recipe).")],
+    second: Annotated[Path, typer.Argument(help="Another such folder with the same settings (e.g. the other recipe).")],
+) -> None:
+    """Whether each setting's effect (its change against its study's baseline) differs between two
+    comparisons: Welch's t-test over the per-seed changes."""
+    from fedls.compare.contrast import contrast_markdown
+    from fedls.compare.results import load_results
+
+    if first.resolve() == second.resolve():
+        raise fail(f"{first} is given twice; pass two different comparison folders")
+    typer.echo(contrast_markdown((str(first), load_results(first)), (str(second), load_results(second))).rstrip("\n"))
