@@ -50,12 +50,17 @@ def test_attack_model_command_bad_input_is_one_line(tmp_path):
 
 def test_prior_train_command(tmp_path):
     out = tmp_path / "prior"
-    args = ["prior", "train", "--prior-steps", "3", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--device", "cpu"]
+    config = tmp_path / "run.toml"  # the judge's budget comes from the run config: a short one keeps this test light
+    config.write_text("[model_attack.evaluation]\nepochs = 2\n")
+    args = ["prior", "train", "--config", str(config), "--prior-steps", "3", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out), "--device", "cpu"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     info = json.loads((out / "prior.json").read_text())
     assert info["public_kind"] == "classes" and info["public_images"] == 896 and 0 <= info["quality"]["confidence"] <= 1
     assert 0 <= info["judge_accuracy"] <= 1
+    (judge_meta,) = (tmp_path / "cache" / "judges").glob("*.json")
+    assert json.loads(judge_meta.read_text())["epochs"] == 2  # the run config's evaluation section was read
     assert (out / "prior_samples.png").is_file()
 
 
