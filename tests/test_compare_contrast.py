@@ -53,6 +53,18 @@ def test_the_difference_of_effects_is_welch_tested_row_by_row(recipes: tuple[Com
         [line.split("|")[-3] for line in text.splitlines() if line.startswith("| a")]
 
 
+def test_a_metric_measured_differently_in_the_two_studies_is_not_contrasted(
+    recipes: tuple[ComparisonStats, ComparisonStats],
+) -> None:
+    import copy
+
+    default, adam = recipes
+    other = copy.deepcopy(adam)
+    other.row("mid").metrics["attack_acc1"].measure = 1  # as if its Acc@1 came from another measure
+    rows = [line for line in contrast_markdown(("a", default), ("b", other)).splitlines() if line.startswith("| mid ")]
+    assert [r.split("|")[2].strip() for r in rows] == ["Test Acc ↑"]
+
+
 def test_studies_without_a_shared_setting_say_so(recipes: tuple[ComparisonStats, ComparisonStats]) -> None:
     default, _ = recipes
     only_baseline = ComparisonStats(default.manifest, [default.row(default.baseline)])

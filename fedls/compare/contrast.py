@@ -54,6 +54,8 @@ def contrast_markdown(first: tuple[str, ComparisonStats], second: tuple[str, Com
         if setting not in in_b or setting in (a.baseline, b.baseline):
             continue
         for metric in metrics:
+            if row.metrics[metric].measure != b.row(setting).metrics[metric].measure:
+                continue  # e.g. δ_face in one study and δ_eval in the other: not the same quantity
             effect_a, effect_b = effect_per_seed(a, setting, metric), effect_per_seed(b, setting, metric)
             if not effect_a or not effect_b:
                 continue
@@ -75,13 +77,13 @@ def contrast_markdown(first: tuple[str, ComparisonStats], second: tuple[str, Com
         return f"`{name_a}` and `{name_b}` share no setting measured against their baselines.\n"
     header = (
         f"| Setting | Metric | Δ in `{name_a}` [95 % CI] (seeds) | Δ in `{name_b}` [95 % CI] (seeds) "
-        f"| Difference of the Δs [95 % CI] | p (Welch) | Verdict |\n|---|---|---|---|---|---|---|\n"
+        "| Difference of the Δs [95 % CI] | p (Welch) | Verdict |\n|---|---|---|---|---|---|---|\n"
     )
     legend = (
         f"\nΔ: the setting's change against its own study's baseline (`{a.baseline}`, `{b.baseline}`), per seed, in "
         "percentage points for % metrics; the difference is the first study's mean Δ minus the second's, tested "
         f"with Welch's t-test over the per-seed Δs (p < {SIGNIFICANCE:g}: *differs*; otherwise the two effects are "
         "not told apart at these seeds, which is not evidence that they are equal). Each row is its own test, so "
-        "about one row in twenty reaches p < 0.05 by chance alone.\n"
+        f"about one row in {round(1 / SIGNIFICANCE)} reaches p < {SIGNIFICANCE:g} by chance alone.\n"
     )
     return header + "\n".join(rows) + "\n" + legend
