@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from fedls.compare.results import COLUMNS, ComparisonStats, MetricStats
+from fedls.compare.results import COLUMNS, Column, ComparisonStats, MetricStats
 from fedls.config import read_toml
 from fedls.errors import ConfigError
 from fedls.schema import Options
@@ -68,15 +68,20 @@ def judge(stats: MetricStats, direction: str) -> str:
     return "holds" if measured == direction else "contradicted"
 
 
-def _change(stats: MetricStats) -> str:
-    test = stats.test
-    if test is None:
-        return "–"
-    scale, digits = (100.0, 1) if stats.column.percent else (1.0, stats.column.digits)
-    text = f"{scale * test.mean_diff:+.{digits}f}"
-    if test.ci_low is not None and test.ci_high is not None:
-        text += f" [{scale * test.ci_low:+.{digits}f}, {scale * test.ci_high:+.{digits}f}]"
+def format_signed(value: float, low: float | None, high: float | None, column: Column) -> str:
+    """A change with its interval in the column's unit: "+4.0 [-3.8, +11.8]" (percentage points
+    for % columns); the interval is left out when there is none."""
+    scale, digits = (100.0, 1) if column.percent else (1.0, column.digits)
+    text = f"{scale * value:+.{digits}f}"
+    if low is not None and high is not None:
+        text += f" [{scale * low:+.{digits}f}, {scale * high:+.{digits}f}]"
     return text
+
+
+def format_change(stats: MetricStats) -> str:
+    """The paired change against the baseline with its 95 % interval, or "–" without a test."""
+    test = stats.test
+    return "–" if test is None else format_signed(test.mean_diff, test.ci_low, test.ci_high, stats.column)
 
 
 def format_p(value: float | None) -> str:
@@ -98,8 +103,8 @@ def claims_markdown(stats: ComparisonStats, claims: list[Claim]) -> str:
         n, p_t = (metric.test.n, metric.test.p_t) if metric.test is not None else (0, None)
         verdict = judge(metric, claim.direction)
         rows.append(
-            f"| {claim.source} | {claim.setting} | {metric.column.label} {claim.direction} | {_change(metric)} | {n} "
-            f"| {format_p(p_t)} | {pooled} | {_change(utility)} | **{verdict}** |"
+            f"| {claim.source} | {claim.setting} | {metric.column.label} {claim.direction} | {format_change(metric)} | {n} "
+            f"| {format_p(p_t)} | {pooled} | {format_change(utility)} | **{verdict}** |"
         )
     if not rows:
         return "No claim in the claims file is about a setting of this comparison.\n"
@@ -132,7 +137,7 @@ def claims_matrix(studies: dict[str, ComparisonStats], claims: list[Claim]) -> s
             row = stats.row(claim.setting)
             metric, utility = row.metrics[claim.metric], row.metrics[UTILITY]
             verdicts.append(judge(metric, claim.direction))
-            cells.append(f"**{verdicts[-1]}**: {_change(metric)}; test acc {_change(utility)}")
+            cells.append(f"**{verdicts[-1]}**: {format_change(metric)}; test acc {format_change(utility)}")
         if verdicts:
             rows.append(f"| {claim.source} | {claim.setting}: {LABELS[claim.metric]} {claim.direction} | "
                         + " | ".join(cells) + f" | {verdict_tally(verdicts)} |")

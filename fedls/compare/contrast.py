@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedls.compare.claims import format_p
-from fedls.compare.results import ComparisonStats, MetricStats
-from fedls.stats import SIGNIFICANCE, describe, welch_test
+from fedls.compare.claims import format_change, format_p, format_signed
+from fedls.compare.results import ComparisonStats
+from fedls.stats import SIGNIFICANCE, welch_test
 
 CONTRAST_METRICS = ("attack_acc1", "test_acc")  # leakage with the utility it came with
 
@@ -31,18 +31,6 @@ def effect_per_seed(stats: ComparisonStats, setting: str, metric: str) -> list[f
     return [value - base_by_seed[seed] for seed, value in zip(own.seeds, own.values, strict=True) if seed in base_by_seed]
 
 
-def _scaled(metric: MetricStats) -> tuple[float, int]:
-    return (100.0, 1) if metric.column.percent else (1.0, metric.column.digits)
-
-
-def _effect(values: Sequence[float], scale: float, digits: int) -> str:
-    summary = describe(values)
-    text = f"{scale * summary.mean:+.{digits}f}"
-    if summary.ci_low is not None and summary.ci_high is not None:
-        text += f" [{scale * summary.ci_low:+.{digits}f}, {scale * summary.ci_high:+.{digits}f}]"
-    return f"{text} ({len(values)})"
-
-
 def contrast_markdown(first: tuple[str, ComparisonStats], second: tuple[str, ComparisonStats],
                       metrics: Sequence[str] = CONTRAST_METRICS) -> str:
     """One row per (setting, metric) that both studies measured against their baselines."""
@@ -54,24 +42,22 @@ def contrast_markdown(first: tuple[str, ComparisonStats], second: tuple[str, Com
         if setting not in in_b or setting in (a.baseline, b.baseline):
             continue
         for metric in metrics:
-            if row.metrics[metric].measure != b.row(setting).metrics[metric].measure:
+            own_a, own_b = row.metrics[metric], b.row(setting).metrics[metric]
+            if own_a.measure != own_b.measure:
                 continue  # e.g. δ_face in one study and δ_eval in the other: not the same quantity
             effect_a, effect_b = effect_per_seed(a, setting, metric), effect_per_seed(b, setting, metric)
             if not effect_a or not effect_b:
                 continue
-            column = row.metrics[metric]
-            scale, digits = _scaled(column)
             test = welch_test(effect_a, effect_b)
-            difference = f"{scale * test.diff:+.{digits}f}"
-            if test.ci_low is not None and test.ci_high is not None:
-                difference += f" [{scale * test.ci_low:+.{digits}f}, {scale * test.ci_high:+.{digits}f}]"
+            difference = format_signed(test.diff, test.ci_low, test.ci_high, own_a.column)
             if test.p is None:
                 verdict = "not testable"
             else:
                 verdict = "**differs**" if test.significant else "inside the noise"
+            # each study's own paired change against its baseline: the same per-seed differences
             rows.append(
-                f"| {setting} | {column.column.label} | {_effect(effect_a, scale, digits)} | {_effect(effect_b, scale, digits)} "
-                f"| {difference} | {format_p(test.p)} | {verdict} |"
+                f"| {setting} | {own_a.column.label} | {format_change(own_a)} ({len(effect_a)}) "
+                f"| {format_change(own_b)} ({len(effect_b)}) | {difference} | {format_p(test.p)} | {verdict} |"
             )
     if not rows:
         return f"`{name_a}` and `{name_b}` share no setting measured against their baselines.\n"
